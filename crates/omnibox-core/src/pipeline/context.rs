@@ -1,0 +1,149 @@
+//! Per-batch context handed to every step.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::error::FailureKind;
+use crate::metrics::MetricsSink;
+use crate::model::WorkerId;
+use crate::shutdown::Shutdown;
+
+/// The decision for one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Processed.
+    Completed,
+    /// Completed without handling (handler skip, duplicate sibling).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Failed.
+    Failed {
+        /// The error.
+        error: String,
+        /// Counted or not.
+        kind: FailureKind,
+        /// Next try (`None` keeps the schedule).
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Lease given back untouched.
+    Released,
+}
+
+/// Borrowed, per-batch state: the caller's connection (when the batch runs inside one
+/// transaction), the worker, metrics, the shutdown signal and each event's verdict.
+pub struct BatchCtx<'c, E, C> {
+    conn: Option<&'c mut C>,
+    worker: &'c WorkerId,
+    job: &'c str,
+    metrics: &'c dyn MetricsSink,
+    clock: &'c dyn Clock,
+    shutdown: &'c Shutdown,
+    verdicts: HashMap<Uuid, Verdict>,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<'c, E, C> BatchCtx<'c, E, C> {
+    /// A context (the processor builds these; tests of single steps can too).
+    pub fn new(
+        conn: Option<&'c mut C>,
+        worker: &'c WorkerId,
+        job: &'c str,
+        metrics: &'c dyn MetricsSink,
+        clock: &'c dyn Clock,
+        shutdown: &'c Shutdown,
+    ) -> Self {
+        Self {
+            conn,
+            worker,
+            job,
+            metrics,
+            clock,
+            shutdown,
+            verdicts: HashMap::new(),
+            _event: std::marker::PhantomData,
+        }
+    }
+
+    /// The caller's connection, when the batch runs inside one transaction.
+    pub fn conn(&mut self) -> Option<&mut C> {
+        self.conn.as_deref_mut()
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &WorkerId {
+        self.worker
+    }
+
+    /// The job name.
+    pub fn job(&self) -> &str {
+        self.job
+    }
+
+    /// The metrics sink.
+    pub fn metrics(&self) -> &dyn MetricsSink {
+        self.metrics
+    }
+
+    /// Now, from the pipeline's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// `true` once shutdown was requested.
+    pub fn shutdown_requested(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
+    /// Record that the event was processed.
+    pub fn complete(&mut self, id: Uuid) {
+        self.verdicts.insert(id, Verdict::Completed);
+    }
+
+    /// Record that the event is completed without handling.
+    pub fn skip(&mut self, id: Uuid, reason: impl Into<String>) {
+        self.verdicts.insert(
+            id,
+            Verdict::Skipped {
+                reason: reason.into(),
+            },
+        );
+    }
+
+    /// Record a failure.
+    pub fn fail(
+        &mut self,
+        id: Uuid,
+        error: impl Into<String>,
+        kind: FailureKind,
+        retry_at: Option<DateTime<Utc>>,
+    ) {
+        self.verdicts.insert(
+            id,
+            Verdict::Failed {
+                error: error.into(),
+                kind,
+                retry_at,
+            },
+        );
+    }
+
+    /// Record that the lease should be given back untouched.
+    pub fn release(&mut self, id: Uuid) {
+        self.verdicts.insert(id, Verdict::Released);
+    }
+
+    /// The verdict so far.
+    pub fn verdict(&self, id: Uuid) -> Option<&Verdict> {
+        self.verdicts.get(&id)
+    }
+
+    /// Take every verdict (the processor does this when the batch ends).
+    pub fn take_verdicts(&mut self) -> HashMap<Uuid, Verdict> {
+        std::mem::take(&mut self.verdicts)
+    }
+}

@@ -1,0 +1,483 @@
+//! Storage capability traits.
+//!
+//! A store is a reusable configuration value (table names, limits) that takes the caller's
+//! connection on every call — `&mut PgConnection` for PostgreSQL, passed as `&mut *tx` —
+//! so one store serves every transaction and every worker, and writes join the caller's
+//! transaction. Each ability is its own small trait; a custom store implements the ones
+//! it can, and the pipeline asks only for what it uses.
+//!
+//! Timestamps (`now`) come from the store's own clock: the database clock for SQL stores.
+
+use std::future::Future;
+use std::ops::DerefMut;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::StoreError;
+use crate::model::{Event, EventKind, Headers, InboxEvent, WorkerId};
+
+/// The associated types every store shares.
+pub trait EventStore: Send + Sync {
+    /// The event kind stored ([`crate::model::OutboxEvent`] or [`InboxEvent`]).
+    type Event: Event;
+    /// The connection the caller passes in (for sqlx: `PgConnection`).
+    type Conn: Send;
+}
+
+/// Which events a fetch or claim may return. Empty lists mean "no restriction".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Filters {
+    /// Outbox: only these topics.
+    pub topics: Vec<String>,
+    /// Outbox: only these aggregate types.
+    pub aggregate_types: Vec<String>,
+    /// Inbox: only these sources.
+    pub sources: Vec<String>,
+    /// Only these event types.
+    pub event_types: Vec<String>,
+}
+
+impl Filters {
+    /// No restriction.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Restrict to topics (outbox).
+    pub fn topics<I: IntoIterator<Item = S>, S: Into<String>>(mut self, topics: I) -> Self {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Restrict to sources (inbox).
+    pub fn sources<I: IntoIterator<Item = S>, S: Into<String>>(mut self, sources: I) -> Self {
+        self.sources = sources.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Restrict to aggregate types (outbox).
+    pub fn aggregate_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, v: I) -> Self {
+        self.aggregate_types = v.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Restrict to event types.
+    pub fn event_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, v: I) -> Self {
+        self.event_types = v.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `true` when the event passes these filters.
+    pub fn matches<E: Event>(&self, event: &E) -> bool {
+        let ok = |list: &Vec<String>, v: &str| list.is_empty() || list.iter().any(|x| x == v);
+        let c = event.common();
+        if !ok(&self.event_types, &c.event_type) {
+            return false;
+        }
+        match E::KIND {
+            EventKind::Outbox => {
+                ok(&self.topics, event.route())
+                    && (self.aggregate_types.is_empty()
+                        || event_aggregate_type(event)
+                            .is_some_and(|t| ok(&self.aggregate_types, t)))
+            }
+            EventKind::Inbox => ok(&self.sources, event.route()),
+        }
+    }
+}
+
+fn event_aggregate_type<E: Event>(event: &E) -> Option<&str> {
+    (event as &dyn std::any::Any)
+        .downcast_ref::<crate::model::OutboxEvent>()
+        .map(|e| e.aggregate_type.as_str())
+}
+
+/// A claim: lock up to `limit` due events for `worker` with a lease of `lease_ttl`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClaimRequest {
+    /// Who claims.
+    pub worker: WorkerId,
+    /// At most this many events (≥1).
+    pub limit: u32,
+    /// Lease length; a lease older than this is expired and may be taken over (the takeover
+    /// spends one attempt of the event, see [`crate::domain::lease_expired_error`]).
+    pub lease_ttl: TimeDelta,
+    /// Restrictions.
+    pub filters: Filters,
+}
+
+impl ClaimRequest {
+    /// A claim with the default lease (300 s) and no filters.
+    pub fn new(worker: WorkerId, limit: u32) -> Self {
+        Self {
+            worker,
+            limit,
+            lease_ttl: crate::domain::DEFAULT_LEASE_TTL,
+            filters: Filters::default(),
+        }
+    }
+
+    /// Set the lease length.
+    pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// Set the filters.
+    pub fn filters(mut self, filters: Filters) -> Self {
+        self.filters = filters;
+        self
+    }
+}
+
+/// Lock due events with `FOR UPDATE SKIP LOCKED` semantics: concurrent claims never return
+/// the same event; the lease (`locked_at`, `locked_by`) is written by the claim itself.
+///
+/// Contract (checked by the conformance suite):
+/// - only `pending` events with `scheduled_at <= now` and attempts left;
+/// - ordered by `scheduled_at, created_at, id`;
+/// - events with an ordering key (outbox `(topic, partition_key)`): an event is claimable
+///   only when no earlier pending event of its key is due, leased, or waiting for a retry;
+/// - an expired lease (older than `lease_ttl`) is taken over and the takeover counts one
+///   attempt (`last_error` = [`crate::domain::lease_expired_error`]); an event whose budget
+///   that spends becomes `failed` and is not returned.
+pub trait ClaimEvents: EventStore {
+    /// Claim events.
+    fn claim(
+        &self,
+        conn: &mut Self::Conn,
+        req: &ClaimRequest,
+    ) -> impl Future<Output = Result<Vec<Self::Event>, StoreError>> + Send;
+}
+
+/// Read due, unlocked events without locking them (the optimistic strategy pairs this
+/// with [`LockEvent`]).
+pub trait FetchPending: EventStore {
+    /// Due, unlocked, pending events in claim order.
+    fn fetch_pending(
+        &self,
+        conn: &mut Self::Conn,
+        filters: &Filters,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Self::Event>, StoreError>> + Send;
+}
+
+/// What happened when one event was locked by id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LockOutcome<E> {
+    /// Now leased by the caller; the event as it is after locking.
+    Locked(E),
+    /// Another worker holds a live lease.
+    Busy(E),
+    /// Not pending (completed or failed): nothing to do.
+    Finished(E),
+    /// Pending but not due yet (retry backoff).
+    NotDue(E),
+    /// No such event.
+    Missing,
+}
+
+/// Lock one event by id (inbox runner, optimistic fetch). An expired lease is taken over
+/// and counts an attempt, as in [`ClaimEvents`].
+pub trait LockEvent: EventStore {
+    /// Try to lease `id` for `worker`. `ignore_schedule` locks a pending event even when its
+    /// retry time has not come (a redelivered message is being handled now).
+    fn try_lock(
+        &self,
+        conn: &mut Self::Conn,
+        id: Uuid,
+        worker: &WorkerId,
+        lease_ttl: TimeDelta,
+        ignore_schedule: bool,
+    ) -> impl Future<Output = Result<LockOutcome<Self::Event>, StoreError>> + Send;
+}
+
+/// What to do with one leased event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Processed: `completed` (or deleted, in a store's delete-on-complete mode).
+    Complete,
+    /// Failed. `counted` spends an attempt (the last one makes the event `failed` and
+    /// dead-letters it in the same transaction); `retry_at` becomes `scheduled_at`
+    /// (`None` keeps the schedule).
+    Fail {
+        /// The error (truncated to the limit by the store).
+        error: String,
+        /// Spend an attempt.
+        counted: bool,
+        /// Next try.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Give the lease back untouched (shutdown, breaker open, batch stopped).
+    Release,
+}
+
+/// One event's result, fenced by its lease: it applies only while `worker` still holds the
+/// lease that started at `lease` (the event's `locked_at` as claimed). A worker whose lease
+/// expired and was taken over cannot overwrite the new owner's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    /// The event.
+    pub id: Uuid,
+    /// The lease token: `locked_at` as returned by the claim or lock.
+    pub lease: DateTime<Utc>,
+    /// What to do.
+    pub action: Settle,
+}
+
+/// What a settle call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SettleReport {
+    /// Completed.
+    pub completed: Vec<Uuid>,
+    /// Failed and still pending (will retry).
+    pub retrying: Vec<Uuid>,
+    /// Failed terminally (status `failed`, dead-lettered).
+    pub dead_lettered: Vec<Uuid>,
+    /// Lease released.
+    pub released: Vec<Uuid>,
+    /// Not applied: the lease was lost (expired and taken over, or released by an operator).
+    pub lease_lost: Vec<Uuid>,
+}
+
+/// Apply results to leased events, all in one round trip where the store can.
+pub trait SettleEvents: EventStore {
+    /// Apply `settlements` for `worker`. Ids must be distinct.
+    fn settle(
+        &self,
+        conn: &mut Self::Conn,
+        worker: &WorkerId,
+        settlements: &[Settlement],
+    ) -> impl Future<Output = Result<SettleReport, StoreError>> + Send;
+}
+
+/// Extend leases that are still held; returns `(id, new lease token)` for each extended one.
+pub trait RefreshLeases: EventStore {
+    /// Refresh leases `(id, current token)` held by `worker`.
+    fn refresh(
+        &self,
+        conn: &mut Self::Conn,
+        worker: &WorkerId,
+        leases: &[(Uuid, DateTime<Utc>)],
+    ) -> impl Future<Output = Result<Vec<(Uuid, DateTime<Utc>)>, StoreError>> + Send;
+}
+
+/// Stale-lease recovery result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StaleReport {
+    /// Leases cleared; the event is pending again (one attempt spent).
+    pub released: u64,
+    /// Events whose last attempt that was: now `failed` and dead-lettered.
+    pub failed: u64,
+}
+
+/// Release leases older than `ttl`, counting one attempt per release (reference bug 15).
+pub trait ReleaseStale: EventStore {
+    /// Release at most `limit` stale leases.
+    fn release_stale(
+        &self,
+        conn: &mut Self::Conn,
+        ttl: TimeDelta,
+        limit: u32,
+    ) -> impl Future<Output = Result<StaleReport, StoreError>> + Send;
+}
+
+/// Retention cleanup.
+pub trait CleanupCompleted: EventStore {
+    /// Delete at most `limit` events completed more than `older_than` ago; returns the count.
+    fn delete_completed(
+        &self,
+        conn: &mut Self::Conn,
+        older_than: TimeDelta,
+        limit: u32,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Result of an idempotent insert.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted<E> {
+    /// The event was written.
+    New(E),
+    /// An event with the same dedup key exists; this is that stored event. Not an error,
+    /// and the caller's transaction is not aborted.
+    Duplicate(E),
+}
+
+impl<E> Inserted<E> {
+    /// The stored event, new or existing.
+    pub fn event(&self) -> &E {
+        match self {
+            Inserted::New(e) | Inserted::Duplicate(e) => e,
+        }
+    }
+
+    /// `true` for a duplicate.
+    pub fn is_duplicate(&self) -> bool {
+        matches!(self, Inserted::Duplicate(_))
+    }
+}
+
+/// Insert events unless their dedup key exists (outbox: `idempotency_key`; inbox:
+/// `(message_id, consumer_group)`).
+pub trait InsertEvents: EventStore {
+    /// Insert one event.
+    fn insert(
+        &self,
+        conn: &mut Self::Conn,
+        event: &Self::Event,
+    ) -> impl Future<Output = Result<Inserted<Self::Event>, StoreError>> + Send;
+
+    /// Insert many in one round trip where possible; results in input order. Duplicates
+    /// within the batch resolve to the first occurrence.
+    fn insert_many(
+        &self,
+        conn: &mut Self::Conn,
+        events: &[Self::Event],
+    ) -> impl Future<Output = Result<Vec<Inserted<Self::Event>>, StoreError>> + Send;
+}
+
+/// Inbox lookups by dedup key.
+pub trait InboxLookup: EventStore<Event = InboxEvent> {
+    /// The stored event for `(message_id, consumer_group)` (the newest if several).
+    fn find_message(
+        &self,
+        conn: &mut Self::Conn,
+        message_id: &str,
+        consumer_group: &str,
+    ) -> impl Future<Output = Result<Option<InboxEvent>, StoreError>> + Send;
+
+    /// `true` when another completed event has the same key (possible only in partitioned
+    /// tables, whose unique index includes `created_at`).
+    fn has_completed_sibling(
+        &self,
+        conn: &mut Self::Conn,
+        message_id: &str,
+        consumer_group: &str,
+        exclude: Uuid,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// A message or event that will not be retried, kept with its error for an operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// Dead-letter id.
+    pub id: Uuid,
+    /// The event row it came from, when there was one (a malformed message has none).
+    pub event_id: Option<Uuid>,
+    /// Outbox or inbox.
+    pub kind: String,
+    /// Event type, when known.
+    pub event_type: Option<String>,
+    /// Topic (outbox) or source (inbox).
+    pub route: Option<String>,
+    /// Broker message id (inbox), when known.
+    pub message_id: Option<String>,
+    /// The body as received (lossy UTF-8 for a malformed message) or the payload as JSON.
+    pub body: String,
+    /// Headers.
+    pub headers: Option<Headers>,
+    /// Why it was dead-lettered.
+    pub error: String,
+    /// Attempts spent.
+    pub attempts: u32,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl DeadLetter {
+    /// A dead letter for an event that spent its budget.
+    pub fn from_event<E: Event>(event: &E, error: &str, now: DateTime<Utc>) -> Self {
+        let c = event.common();
+        Self {
+            id: Uuid::now_v7(),
+            event_id: Some(c.id),
+            kind: E::KIND.as_str().to_owned(),
+            event_type: Some(c.event_type.clone()),
+            route: Some(event.route().to_owned()),
+            message_id: (event as &dyn std::any::Any)
+                .downcast_ref::<InboxEvent>()
+                .map(|e| e.message_id.clone()),
+            body: serde_json::Value::Object(c.payload.clone()).to_string(),
+            headers: c.headers.clone(),
+            error: error.to_owned(),
+            attempts: c.attempts_made,
+            created_at: now,
+        }
+    }
+
+    /// A dead letter for a broker message that could not be parsed.
+    pub fn from_malformed(msg: &crate::consumer::MalformedMessage, now: DateTime<Utc>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_id: None,
+            kind: EventKind::Inbox.as_str().to_owned(),
+            event_type: None,
+            route: Some(msg.source.clone()),
+            message_id: msg.message_id.clone(),
+            body: String::from_utf8_lossy(&msg.body).into_owned(),
+            headers: (!msg.headers.is_empty()).then(|| msg.headers.clone()),
+            error: msg.error.to_string(),
+            attempts: 0,
+            created_at: now,
+        }
+    }
+}
+
+/// Keep dead letters (terminal failures and malformed messages).
+pub trait DeadLetterStore: EventStore {
+    /// Store a dead letter in the caller's transaction.
+    fn dead_letter(
+        &self,
+        conn: &mut Self::Conn,
+        letter: &DeadLetter,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Backlog figures for health checks and gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Backlog {
+    /// Pending events.
+    pub pending: u64,
+    /// Age of the oldest pending event that is due now (excludes events in retry backoff).
+    pub oldest_claimable_age: Option<TimeDelta>,
+    /// Age of the oldest pending event.
+    pub oldest_pending_age: Option<TimeDelta>,
+    /// Leased events.
+    pub leased: u64,
+    /// Failed (terminal) events.
+    pub failed: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+}
+
+/// Read backlog figures cheaply (index-backed).
+pub trait BacklogStats: EventStore {
+    /// Current backlog.
+    fn backlog(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> impl Future<Output = Result<Backlog, StoreError>> + Send;
+}
+
+/// Begin, commit and roll back transactions; the caller's database handle.
+pub trait Transactions: Send + Sync {
+    /// The connection type stores take.
+    type Conn: Send;
+    /// An open transaction; derefs to the connection.
+    type Tx: DerefMut<Target = Self::Conn> + Send;
+
+    /// Begin a transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Commit it.
+    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Roll it back.
+    fn rollback(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
