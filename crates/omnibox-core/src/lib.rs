@@ -20,11 +20,17 @@ pub mod consumer;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod factories;
 pub mod handler;
+pub mod inbox;
+pub mod maintenance;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod publisher;
+pub mod relay;
+pub mod router;
 pub mod shutdown;
 pub mod store;
 

@@ -1,0 +1,1 @@
+//! Factories for the common outbox, inbox and dispatching processors.

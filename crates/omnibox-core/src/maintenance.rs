@@ -1,0 +1,1 @@
+//! Maintenance: stale-lease release and retention cleanup in batches.

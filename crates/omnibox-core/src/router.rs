@@ -1,0 +1,1 @@
+//! The event router: handlers keyed by `(event_type, source)`.
