@@ -1,1 +1,128 @@
-fn main() {}
+//! Project automation, as plain Rust (`cargo xtask <command>`).
+//!
+//! - `ci`: `lint`, then `test`.
+//! - `lint`: fmt check, clippy (-D warnings), tidy, docs (-D warnings), cargo-deny.
+//! - `test`: make sure the local services run, then run every test (nextest + doctests).
+//! - `tidy`: layering checks (omnibox-core's dependency closure has no I/O client).
+//! - `bench`: the criterion benchmarks.
+//! - `services`: check (and start, where installed) PostgreSQL, RabbitMQ and NATS.
+//! - `example <name>`: services, then `cargo run` the example.
+
+mod services;
+mod tidy;
+
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("lint") => lint(),
+        Some("test") => test(&args[1..]),
+        Some("tidy") => tidy::run(),
+        Some("bench") => bench(&args[1..]),
+        Some("services") => services::ensure().map(|_| ()),
+        Some("example") => example(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|lint|test|tidy|bench|services|example NAME>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run a command, failing loudly with its name.
+pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn has_cargo_subcommand(name: &str) -> bool {
+    cargo()
+        .args([name, "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn ci() -> Result<(), String> {
+    lint()?;
+    test(&[])
+}
+
+fn lint() -> Result<(), String> {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    tidy::run()?;
+    run(cargo()
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    deny()
+}
+
+fn deny() -> Result<(), String> {
+    if !has_cargo_subcommand("deny") {
+        eprintln!("cargo-deny is missing: installing it (cargo install cargo-deny --locked)");
+        run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+    }
+    // Advisories need the advisory database from the network; bans, licenses and sources
+    // work offline. Set OMNIBOX_DENY_ADVISORIES=1 where the database can be fetched.
+    let mut checks = vec!["bans", "licenses", "sources"];
+    let online = std::env::var("OMNIBOX_DENY_ADVISORIES").is_ok_and(|v| v == "1");
+    if online {
+        checks.push("advisories");
+    }
+    let mut cmd = cargo();
+    cmd.arg("deny");
+    if !online {
+        cmd.arg("--offline");
+    }
+    cmd.arg("check").args(checks);
+    run(&mut cmd)
+}
+
+fn test(extra: &[String]) -> Result<(), String> {
+    let env = services::ensure()?;
+    if has_cargo_subcommand("nextest") {
+        run(cargo()
+            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(extra)
+            .envs(env.iter().cloned()))?;
+    } else {
+        run(cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra)
+            .envs(env.iter().cloned()))?;
+    }
+    // nextest does not run doctests.
+    run(cargo().args(["test", "--workspace", "--doc"]).envs(env))
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    let env = services::ensure()?;
+    run(cargo().args(["bench", "--workspace"]).args(extra).envs(env))
+}
+
+fn example(args: &[String]) -> Result<(), String> {
+    let name = args.first().ok_or("usage: cargo xtask example <name>")?;
+    let env = services::ensure()?;
+    run(cargo()
+        .args(["run", "-p", "omnibox-examples", "--example", name])
+        .args(&args[1..])
+        .envs(env))
+}

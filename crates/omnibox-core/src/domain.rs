@@ -167,7 +167,7 @@ impl Domain {
     ) -> Result<E, DomainError> {
         Self::require_pending(event)?;
         self.assert_locked_by(event, worker)?;
-        Ok(self.apply_failure(event, error, counted, retry_at)?)
+        self.apply_failure(event, error, counted, retry_at)
     }
 
     /// The failure rule itself, without the lease check (used by stale-lease recovery).

@@ -192,6 +192,7 @@ pub struct MessageOrigin {
 /// Malformed input (empty body, invalid JSON, non-object payload, non-string metadata) is
 /// returned as a [`MalformedMessage`] carrying the body, so the caller can dead-letter and
 /// acknowledge it instead of looping (reference bug 8).
+#[allow(clippy::result_large_err)] // the error carries the body so it can be dead-lettered
 pub fn parse_message(
     body: &[u8],
     headers: Headers,

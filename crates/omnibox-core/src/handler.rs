@@ -88,8 +88,8 @@ impl<E, C, H: Handler<E, C>> DynHandler<E, C> for H {
 }
 
 impl<E: Sync, C: Send> Handler<E, C> for Box<dyn DynHandler<E, C>> {
-    fn handle(&self, event: &E, conn: &mut C) -> impl Future<Output = HandlerResult> + Send {
-        async move { self.as_ref().handle_boxed(event, conn).await }
+    async fn handle(&self, event: &E, conn: &mut C) -> HandlerResult {
+        self.as_ref().handle_boxed(event, conn).await
     }
 }
 
@@ -129,7 +129,7 @@ where
     C: Send,
     F: for<'a> Fn(&'a E, &'a mut C) -> BoxFuture<'a, HandlerResult> + Send + Sync,
 {
-    fn handle(&self, event: &E, conn: &mut C) -> impl Future<Output = HandlerResult> + Send {
-        async move { (self.0)(event, conn).await }
+    async fn handle(&self, event: &E, conn: &mut C) -> HandlerResult {
+        (self.0)(event, conn).await
     }
 }

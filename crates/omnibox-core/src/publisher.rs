@@ -63,11 +63,8 @@ impl<P: Publisher> DynPublisher for P {
 }
 
 impl Publisher for Box<dyn DynPublisher> {
-    fn publish(
-        &self,
-        event: &OutboxEvent,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send {
-        async move { self.as_ref().publish_boxed(event).await }
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), PublishError> {
+        self.as_ref().publish_boxed(event).await
     }
 }
 

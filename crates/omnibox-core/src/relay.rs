@@ -1,1 +1,292 @@
-//! The outbox relay service: publishes claimed events with a timeout and a concurrency limit.
+//! The outbox relay (the reference's `OutboxPublisher`, §6): claims due outbox events and
+//! publishes them to a broker.
+//!
+//! Delivery is **at least once**: the broker call happens before the result is written, so a
+//! relay that dies in between publishes the event again. Per-key order holds because a claim
+//! returns at most one event per `(topic, partition_key)` and the next one becomes claimable
+//! only after its predecessor completed or failed terminally.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use tokio::sync::Semaphore;
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::error::{Error, StoreError, ValidationError};
+use crate::factories::{OutboxOptions, outbox_processor};
+use crate::metrics::MetricsSink;
+use crate::model::{OutboxEvent, WorkerId};
+use crate::pipeline::steps::{CircuitBreakerStep, DeadLetterHandler};
+use crate::pipeline::{BatchResult, CommitStrategy, Processor, Step};
+use crate::publisher::Publisher;
+use crate::shutdown::Shutdown;
+use crate::store::{ClaimEvents, EventStore, Filters, SettleEvents, Transactions};
+
+/// Default events per batch.
+pub const DEFAULT_BATCH_SIZE: u32 = 100;
+
+/// Claims batches of outbox events and publishes them.
+///
+/// ```
+/// use omnibox_core::memory::{MemoryBroker, MemoryDb, MemoryOutboxStore};
+/// use omnibox_core::relay::OutboxRelay;
+/// use omnibox_core::{Shutdown, WorkerId};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let db = MemoryDb::new();
+/// let relay = OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new())
+///     .batch_size(50)
+///     .build()
+///     .unwrap();
+/// let worker = WorkerId::new("relay-1").unwrap();
+/// // Claim (one short transaction), publish with no transaction open, settle (another one).
+/// let result = relay.publish_batch(&db, &worker, &Shutdown::new()).await.unwrap();
+/// assert_eq!(result.claimed, 0);
+/// # });
+/// ```
+pub struct OutboxRelay<S: EventStore, P> {
+    processor: Processor<S>,
+    job: String,
+    batch_size: u32,
+    limit: Option<Arc<Semaphore>>,
+    _publisher: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<S: EventStore, P> fmt::Debug for OutboxRelay<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRelay")
+            .field("job", &self.job)
+            .field("batch_size", &self.batch_size)
+            .field(
+                "concurrency_limit",
+                &self.limit.as_ref().map(|s| s.available_permits()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`OutboxRelay`].
+#[must_use]
+pub struct OutboxRelayBuilder<S: EventStore, P> {
+    store: S,
+    publisher: P,
+    opts: OutboxOptions<S::Conn>,
+    batch_size: u32,
+    concurrency_limit: Option<usize>,
+}
+
+impl<S: EventStore, P> fmt::Debug for OutboxRelayBuilder<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboxRelayBuilder")
+            .field("opts", &self.opts)
+            .field("batch_size", &self.batch_size)
+            .field("concurrency_limit", &self.concurrency_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, P> OutboxRelay<S, P>
+where
+    S: EventStore<Event = OutboxEvent>,
+    S::Conn: 'static,
+    P: Publisher + 'static,
+{
+    /// Start building a relay over `store` publishing to `publisher`: job name
+    /// `"outbox_relay"`, 100 events per batch, 30 s publish timeout, sequential publishing,
+    /// no limit on concurrent batches, 300 s lease, default backoff.
+    pub fn builder(store: S, publisher: P) -> OutboxRelayBuilder<S, P> {
+        OutboxRelayBuilder {
+            store,
+            publisher,
+            opts: OutboxOptions::default().job_name("outbox_relay"),
+            batch_size: DEFAULT_BATCH_SIZE,
+            concurrency_limit: None,
+        }
+    }
+}
+
+impl<S, P> OutboxRelayBuilder<S, P>
+where
+    S: EventStore<Event = OutboxEvent>,
+    S::Conn: 'static,
+    P: Publisher + 'static,
+{
+    /// Job name (metrics label, logs).
+    pub fn job_name(mut self, job: impl Into<String>) -> Self {
+        self.opts = self.opts.job_name(job);
+        self
+    }
+
+    /// Events per batch (≥ 1).
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Time until the broker must acknowledge a publish.
+    pub fn publish_timeout(mut self, timeout: Duration) -> Self {
+        self.opts = self.opts.publish_timeout(timeout);
+        self
+    }
+
+    /// Publishes in flight within one batch (1 = sequential).
+    pub fn publish_concurrency(mut self, n: usize) -> Self {
+        self.opts = self.opts.publish_concurrency(n);
+        self
+    }
+
+    /// At most `n` batches of this relay run at once (a semaphore around `publish_batch`).
+    pub fn concurrency_limit(mut self, n: usize) -> Self {
+        self.concurrency_limit = Some(n);
+        self
+    }
+
+    /// Lease length; keep it well above `publish_timeout × batch_size / publish_concurrency`.
+    pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
+        self.opts = self.opts.lease_ttl(ttl);
+        self
+    }
+
+    /// Backoff for rejected events.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.opts = self.opts.backoff(backoff);
+        self
+    }
+
+    /// Metrics sink.
+    pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+        self.opts = self.opts.metrics(metrics);
+        self
+    }
+
+    /// Clock for retry times.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.opts = self.opts.clock(clock);
+        self
+    }
+
+    /// Restrict claims (topics, aggregate types, event types).
+    pub fn filters(mut self, filters: Filters) -> Self {
+        self.opts = self.opts.filters(filters);
+        self
+    }
+
+    /// How results are written.
+    pub fn commit_strategy(mut self, commit: CommitStrategy) -> Self {
+        self.opts = self.opts.commit_strategy(commit);
+        self
+    }
+
+    /// A circuit breaker in front of the broker.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreakerStep) -> Self {
+        self.opts = self.opts.circuit_breaker(breaker);
+        self
+    }
+
+    /// Extra side effect for events that spend their last attempt.
+    pub fn dead_letter(mut self, handler: impl DeadLetterHandler<OutboxEvent> + 'static) -> Self {
+        self.opts = self.opts.dead_letter(handler);
+        self
+    }
+
+    /// A custom step before the publish step.
+    pub fn step_before(mut self, step: impl Step<OutboxEvent, S::Conn> + 'static) -> Self {
+        self.opts = self.opts.step_before(step);
+        self
+    }
+
+    /// A custom step after the publish step.
+    pub fn step_after(mut self, step: impl Step<OutboxEvent, S::Conn> + 'static) -> Self {
+        self.opts = self.opts.step_after(step);
+        self
+    }
+
+    /// Check the settings and build.
+    pub fn build(self) -> Result<OutboxRelay<S, P>, Error> {
+        if self.batch_size == 0 {
+            return Err(ValidationError::OutOfRange {
+                field: "batch_size",
+                reason: "must be at least 1".into(),
+            }
+            .into());
+        }
+        if self.concurrency_limit == Some(0) {
+            return Err(ValidationError::OutOfRange {
+                field: "concurrency_limit",
+                reason: "must be at least 1".into(),
+            }
+            .into());
+        }
+        let job = self.opts.job_name.clone();
+        Ok(OutboxRelay {
+            job,
+            processor: outbox_processor(self.store, self.publisher, self.opts)?,
+            batch_size: self.batch_size,
+            limit: self.concurrency_limit.map(|n| Arc::new(Semaphore::new(n))),
+            _publisher: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<S, P> OutboxRelay<S, P>
+where
+    S: ClaimEvents + SettleEvents + EventStore<Event = OutboxEvent>,
+{
+    /// The processor behind the relay.
+    pub fn processor(&self) -> &Processor<S> {
+        &self.processor
+    }
+
+    /// Events per batch.
+    pub fn batch_size(&self) -> u32 {
+        self.batch_size
+    }
+
+    /// Publish one batch without holding a transaction while the broker is called: the
+    /// claim commits in one short transaction, the results in another, fenced by the
+    /// leases (a relay whose lease expired meanwhile cannot overwrite the new owner).
+    /// Returns an empty result without claiming once shutdown was requested.
+    pub async fn publish_batch<T>(
+        &self,
+        db: &T,
+        worker: &WorkerId,
+        shutdown: &Shutdown,
+    ) -> Result<BatchResult, StoreError>
+    where
+        T: Transactions<Conn = S::Conn>,
+    {
+        let _permit = self.permit().await;
+        self.processor
+            .process_leased(db, worker, self.batch_size, shutdown)
+            .await
+    }
+
+    /// Publish one batch inside the caller's transaction `conn` (the reference's mode): the
+    /// claim's row locks are held while publishing; the caller commits afterwards. Simpler,
+    /// but a slow broker keeps a transaction open.
+    pub async fn publish_batch_in(
+        &self,
+        conn: &mut S::Conn,
+        worker: &WorkerId,
+        shutdown: &Shutdown,
+    ) -> Result<BatchResult, StoreError> {
+        let _permit = self.permit().await;
+        self.processor
+            .process_batch(conn, worker, self.batch_size, shutdown)
+            .await
+    }
+
+    async fn permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        match &self.limit {
+            // The semaphore is never closed, so `acquire` cannot fail.
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,3 +1,29 @@
-//! NATS JetStream adapter for omnibox (async-nats): deduplicating publisher and pull consumer
+//! # omnibox-nats
+//!
+//! NATS JetStream adapter for omnibox, built on [`async_nats`] (re-exported).
+//!
+//! - [`NatsPublisher`]: publishes to subject = topic (optionally prefixed) with
+//!   `Nats-Msg-Id` = event id, and returns only after the JetStream publish ack; a
+//!   duplicate ack (the stream's duplicate window dropped a re-publish) is a success.
+//! - [`NatsConsumer`]: a durable pull consumer with explicit acks; [`NatsAck`] acks, naks
+//!   (optionally with a delay), terminates, or signals work in progress.
+//! - [`error`]: the one place where async-nats errors become transient or permanent.
+//!
+//! Both take a JetStream context you built (`async_nats::jetstream::new(client)`). Streams
+//! are yours to create; see [`NatsPublisher`] for the `duplicate_window` to choose.
+//!
+//! Guarantees: delivery to the broker is at least once; the duplicate window removes
+//! re-publishes within it, and the inbox deduplicates by `message_id` beyond it. Nothing
+//! here promises exactly-once delivery.
+//!
+//! Server versions: everything here works on NATS 2.9 (no 2.10+ feature is used).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod consumer;
+pub mod error;
+pub mod publisher;
+
+pub use async_nats;
+pub use consumer::{ConsumerOptions, NatsAck, NatsConsumer};
+pub use publisher::{MSG_ID_HEADER, NatsPublisher, PublisherOptions};

@@ -1,3 +1,31 @@
-//! RabbitMQ adapter for omnibox (lapin): confirm-mode publisher and manual-ack consumer
+//! # omnibox-rabbitmq
+//!
+//! RabbitMQ adapter for omnibox, built on [`lapin`] (re-exported): a publisher that returns
+//! only after the broker's publisher confirm, and a consumer with manual acknowledgements.
+//!
+//! - [`RabbitPublisher`]: confirm-mode channel, persistent messages, `mandatory` publishes
+//!   (an unroutable message is a permanent error, not a silent drop), `message_id` = event
+//!   id, metadata headers as an AMQP field table, exchange and routing key per
+//!   [`RoutingMode`].
+//! - [`RabbitConsumer`]: `basic.qos` prefetch, manual ack, nack with requeue (immediately or
+//!   after a client-side delay), [`RabbitAck::reject`] without requeue, the `redelivered`
+//!   flag on [`RabbitAck`].
+//! - [`error`]: the one place where lapin errors become transient or permanent.
+//!
+//! Both take a connection you built (`lapin::Connection` or `Arc<lapin::Connection>`) and
+//! open their own channels on it.
+//!
+//! Guarantees: delivery to the broker is at least once (a relay that crashes after the
+//! confirm and before recording it publishes again; the consumer side deduplicates by
+//! `message_id`). Nothing here promises exactly-once delivery.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod consumer;
+pub mod error;
+pub mod headers;
+pub mod publisher;
+
+pub use consumer::{ConsumerOptions, RabbitAck, RabbitConsumer};
+pub use lapin;
+pub use publisher::{PublisherOptions, RabbitPublisher, RoutingMode};

@@ -138,10 +138,10 @@ impl EventCommon {
             let p = std::mem::take(&mut self.payload);
             self.payload = validate::payload(serde_json::Value::Object(p), limits)?;
         }
-        if let Some(e) = &self.last_error {
-            if e.len() > limits.last_error_max_bytes {
-                self.last_error = Some(validate::truncate_error(e, limits.last_error_max_bytes));
-            }
+        if let Some(e) = &self.last_error
+            && e.len() > limits.last_error_max_bytes
+        {
+            self.last_error = Some(validate::truncate_error(e, limits.last_error_max_bytes));
         }
         Ok(())
     }

@@ -67,3 +67,6 @@ pub trait Event: Clone + Send + Sync + std::fmt::Debug + 'static {
         self.common().id
     }
 }
+
+#[cfg(test)]
+mod tests;

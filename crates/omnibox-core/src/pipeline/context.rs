@@ -1,5 +1,6 @@
 //! Per-batch context handed to every step.
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -44,6 +45,7 @@ pub struct BatchCtx<'c, E, C> {
     clock: &'c dyn Clock,
     shutdown: &'c Shutdown,
     verdicts: HashMap<Uuid, Verdict>,
+    extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     _event: std::marker::PhantomData<fn() -> E>,
 }
 
@@ -65,6 +67,7 @@ impl<'c, E, C> BatchCtx<'c, E, C> {
             clock,
             shutdown,
             verdicts: HashMap::new(),
+            extensions: HashMap::new(),
             _event: std::marker::PhantomData,
         }
     }
@@ -97,6 +100,39 @@ impl<'c, E, C> BatchCtx<'c, E, C> {
     /// `true` once shutdown was requested.
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown.is_requested()
+    }
+
+    /// The shutdown signal itself (to hand to work that runs concurrently with the batch).
+    pub fn shutdown(&self) -> &Shutdown {
+        self.shutdown
+    }
+
+    /// Store per-batch state of type `T` (one value per type, replacing any earlier one).
+    /// Steps are shared by concurrent batches, so state that belongs to one batch lives here.
+    pub fn insert_extension<T: Any + Send + Sync>(&mut self, value: T) {
+        self.extensions.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// Per-batch state of type `T`, if a step stored one.
+    pub fn extension<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.extensions
+            .get(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_ref::<T>())
+    }
+
+    /// Per-batch state of type `T`, mutably.
+    pub fn extension_mut<T: Any + Send + Sync>(&mut self) -> Option<&mut T> {
+        self.extensions
+            .get_mut(&TypeId::of::<T>())
+            .and_then(|b| b.downcast_mut::<T>())
+    }
+
+    /// Remove and return per-batch state of type `T`.
+    pub fn remove_extension<T: Any + Send + Sync>(&mut self) -> Option<T> {
+        self.extensions
+            .remove(&TypeId::of::<T>())
+            .and_then(|b| b.downcast::<T>().ok())
+            .map(|b| *b)
     }
 
     /// Record that the event was processed.

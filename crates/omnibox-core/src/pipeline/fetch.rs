@@ -49,10 +49,10 @@ impl<S: FetchPending + LockEvent> FetchStrategy<S> for Optimistic {
         let mut out = Vec::with_capacity(candidates.len());
         let mut keys = std::collections::HashSet::new();
         for c in candidates {
-            if let Some((t, k)) = c.ordering_key() {
-                if !keys.insert((t.to_owned(), k.to_owned())) {
-                    continue;
-                }
+            if let Some((t, k)) = c.ordering_key()
+                && !keys.insert((t.to_owned(), k.to_owned()))
+            {
+                continue;
             }
             if let LockOutcome::Locked(e) = store
                 .try_lock(conn, c.id(), &req.worker, req.lease_ttl, false)

@@ -1,0 +1,805 @@
+//! The runner itself: receive, store, handle, record failures, acknowledge.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::attempt::{Attempt, Failure, run_handler};
+use super::builder::{InboxRunnerBuilder, NoHandler, RunnerConfig};
+use super::outcome::ConsumeOutcome;
+use super::strategy::AckStrategy;
+use crate::consumer::{
+    AckHandle, Consumer, Delivery, IncomingMessage, MalformedMessage, Redelivery,
+};
+use crate::error::{EnvelopeError, Error, StoreError};
+use crate::handler::Handler;
+use crate::metrics::{Metric, SkipReason};
+use crate::model::limits::NAME_MAX;
+use crate::model::{Event, EventStatus, InboxEvent};
+use crate::shutdown::Shutdown;
+use crate::store::{
+    DeadLetter, DeadLetterStore, EventStore, InboxLookup, InsertEvents, Inserted, LockEvent,
+    LockOutcome, Settle, SettleEvents, Settlement, Transactions,
+};
+
+/// Consumes broker messages into the inbox: stores each under `(message_id,
+/// consumer_group)`, runs the handler in the same transaction, and acknowledges according to
+/// its [`AckStrategy`] (see the [module docs](crate::inbox) for the full table).
+///
+/// ```
+/// use omnibox_core::inbox::{AckStrategy, InboxRunner};
+/// use omnibox_core::memory::{MemoryBroker, MemoryConn, MemoryDb, MemoryInboxStore};
+/// use omnibox_core::model::OutboxEvent;
+/// use omnibox_core::{Handler, HandlerOutcome, HandlerResult, InboxEvent, Publisher};
+/// use serde_json::json;
+///
+/// /// Records the order total; the write commits together with the inbox row.
+/// struct RecordOrder;
+/// impl Handler<InboxEvent, MemoryConn> for RecordOrder {
+///     async fn handle(&self, event: &InboxEvent, conn: &mut MemoryConn) -> HandlerResult {
+///         let total = event.common.payload["total"].clone();
+///         conn.put(format!("order:{}", event.message_id), total).await;
+///         Ok(HandlerOutcome::Completed)
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let broker = MemoryBroker::new();
+/// let event = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", "orders", "o-1")
+///     .payload(json!({"total": 42}))
+///     .build()
+///     .unwrap();
+/// broker.publish(&event).await.unwrap();
+///
+/// let db = MemoryDb::new();
+/// let consumer = broker.consumer(["orders"], "billing");
+/// let mut runner = InboxRunner::builder(consumer, db.clone(), MemoryInboxStore::new(), "billing")
+///     .ack_strategy(AckStrategy::ExactlyOnceInbox)
+///     .handler(RecordOrder)
+///     .build()
+///     .unwrap();
+/// let outcome = runner.process_one().await.unwrap();
+/// assert!(outcome.acked && outcome.handled);
+/// let key = format!("order:{}", event.common.id);
+/// assert_eq!(db.value(&key).await, Some(json!(42)));
+/// # });
+/// ```
+pub struct InboxRunner<C, T, S, H = NoHandler> {
+    consumer: C,
+    db: T,
+    store: S,
+    handler: Option<H>,
+    cfg: RunnerConfig,
+    started: bool,
+}
+
+impl<C, T, S, H> std::fmt::Debug for InboxRunner<C, T, S, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboxRunner")
+            .field("cfg", &self.cfg)
+            .field("has_handler", &self.handler.is_some())
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the first transaction (store, lock, handle, complete) found or did.
+enum Stored {
+    /// The message already completed for this group.
+    Duplicate(InboxEvent),
+    /// The row is failed (attempts spent, dead-lettered).
+    Failed(InboxEvent),
+    /// Stored or found pending; no handler to run.
+    Pending(InboxEvent),
+    /// Another worker holds a live lease on the row.
+    Busy(InboxEvent),
+    /// Handled (or skipped) and completed.
+    Handled { row: InboxEvent, skipped: bool },
+    /// The handler failed; the transaction was rolled back.
+    HandlerFailed { row: InboxEvent, failure: Failure },
+}
+
+/// What recording a failure on the row did.
+enum Recorded {
+    /// Pending again, to be retried at this time.
+    Retrying(DateTime<Utc>),
+    /// That was the last attempt (or the row was already failed): dead-lettered.
+    DeadLettered,
+    /// Someone completed the row meanwhile.
+    Completed,
+    /// Another worker holds the lease; nothing recorded.
+    Busy,
+}
+
+/// Acknowledge once, or not at all: `None` after the handle was used.
+struct AckSlot<A>(Option<A>);
+
+impl<C, T, S> InboxRunner<C, T, S, NoHandler> {
+    /// Start configuring a runner that consumes from `consumer` into `store` through the
+    /// transactions of `db`, as `consumer_group` (the dedup scope).
+    pub fn builder(
+        consumer: C,
+        db: T,
+        store: S,
+        consumer_group: impl Into<String>,
+    ) -> InboxRunnerBuilder<C, T, S, NoHandler> {
+        InboxRunnerBuilder::new(consumer, db, store, consumer_group.into())
+    }
+}
+
+impl<C, T, S, H> InboxRunner<C, T, S, H> {
+    pub(crate) fn from_parts(
+        consumer: C,
+        db: T,
+        store: S,
+        handler: Option<H>,
+        cfg: RunnerConfig,
+    ) -> Self {
+        Self {
+            consumer,
+            db,
+            store,
+            handler,
+            cfg,
+            started: false,
+        }
+    }
+
+    /// The consumer group.
+    pub fn consumer_group(&self) -> &str {
+        &self.cfg.group
+    }
+
+    /// The worker id.
+    pub fn worker(&self) -> &crate::model::WorkerId {
+        &self.cfg.worker
+    }
+
+    /// The acknowledgement strategy.
+    pub fn ack_strategy(&self) -> AckStrategy {
+        self.cfg.strategy
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The consumer.
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+}
+
+impl<C, T, S, H> InboxRunner<C, T, S, H>
+where
+    C: Consumer,
+    T: Transactions,
+    S: EventStore<Event = InboxEvent, Conn = T::Conn>
+        + InsertEvents
+        + LockEvent
+        + SettleEvents
+        + InboxLookup
+        + DeadLetterStore,
+    H: Handler<InboxEvent, T::Conn>,
+{
+    /// Start the consumer (idempotent).
+    pub async fn start(&mut self) -> Result<(), Error> {
+        if !self.started {
+            self.consumer.start().await?;
+            self.started = true;
+        }
+        Ok(())
+    }
+
+    /// Stop the consumer (idempotent); messages not acknowledged are redelivered later.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        if self.started {
+            self.started = false;
+            self.consumer.stop().await?;
+        }
+        Ok(())
+    }
+
+    /// Consume until `shutdown` is requested, then stop the consumer.
+    ///
+    /// After an error or a message that was handed back, the loop pauses (0.1 s, doubling
+    /// up to 5 s by default); an acknowledged message resets the pause. Waiting for a
+    /// message is interrupted by the shutdown (adapters' `receive` is cancel-safe: a
+    /// message not yet returned stays unacknowledged); a message being handled is finished
+    /// first. Errors are logged, not returned, except a failure to start or stop the
+    /// consumer.
+    pub async fn run(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
+        self.start().await?;
+        let mut pause = self.cfg.idle_min;
+        while !shutdown.is_requested() {
+            let received = tokio::select! {
+                biased;
+                () = shutdown.requested() => break,
+                r = self.consumer.receive() => r,
+            };
+            let acked = match received {
+                Ok(delivery) => match self.handle_delivery(delivery).await {
+                    Ok(outcome) => {
+                        if !outcome.acked {
+                            tracing::debug!(job = %self.cfg.job, message_id = ?outcome.message_id, "message handed back for redelivery");
+                        }
+                        outcome.acked
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %self.cfg.job, error = %e, "handling a message failed");
+                        false
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(job = %self.cfg.job, error = %e, "receiving a message failed");
+                    false
+                }
+            };
+            if acked {
+                pause = self.cfg.idle_min;
+            } else {
+                tokio::select! {
+                    biased;
+                    () = shutdown.requested() => break,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(self.cfg.idle_max);
+            }
+        }
+        self.stop().await
+    }
+
+    /// Receive one message and handle it (see [`InboxRunner::handle_delivery`]).
+    pub async fn process_one(&mut self) -> Result<ConsumeOutcome, Error> {
+        self.start().await?;
+        let delivery = self.consumer.receive().await?;
+        self.handle_delivery(delivery).await
+    }
+
+    /// Handle one received message: store, handle, acknowledge or hand back, per the
+    /// strategy. An `Err` means something failed that the broker must know about: the
+    /// message was handed back (or, at most once, already acknowledged); `run` backs off.
+    pub async fn handle_delivery(
+        &mut self,
+        delivery: Delivery<C::Ack>,
+    ) -> Result<ConsumeOutcome, Error> {
+        self.metric(&Metric::Consumed { job: &self.cfg.job });
+        let Delivery { message, ack } = delivery;
+        let mut slot = AckSlot(Some(ack));
+        if self.cfg.strategy.acks_first() {
+            self.ack(&mut slot).await?;
+        }
+        let built = match message {
+            Ok(msg) => self.build_event(msg),
+            Err(malformed) => Err(Box::new(malformed)),
+        };
+        match built {
+            Ok(event) => self.handle_event(event, slot).await,
+            Err(malformed) => self.handle_malformed(malformed, slot).await,
+        }
+    }
+
+    fn build_event(&self, msg: IncomingMessage) -> Result<InboxEvent, Box<MalformedMessage>> {
+        let now = self.cfg.clock.now();
+        let mut b = InboxEvent::builder(
+            msg.message_id.clone(),
+            self.cfg.group.clone(),
+            msg.source.clone(),
+            msg.event_type.clone(),
+        )
+        .payload(&msg.payload)
+        .headers(msg.headers.clone())
+        .created_at(now)
+        .max_attempts(self.cfg.limits.max_attempts);
+        if let Some(v) = &msg.trace_id {
+            b = b.trace_id(v.clone());
+        }
+        if let Some(v) = &msg.correlation_id {
+            b = b.correlation_id(v.clone());
+        }
+        if let Some(v) = &msg.causation_id {
+            b = b.causation_id(v.clone());
+        }
+        if let Some(v) = &msg.schema_version {
+            b = b.schema_version(v.clone());
+        }
+        b.build_with(&self.cfg.limits).map_err(|e| {
+            let body = serde_json::Value::Object(msg.payload)
+                .to_string()
+                .into_bytes();
+            Box::new(MalformedMessage::new(
+                Some(clip(&msg.message_id)),
+                clip(&msg.source),
+                body,
+                msg.headers,
+                EnvelopeError::Invalid(e),
+            ))
+        })
+    }
+
+    /// A message that cannot become an inbox event: dead-letter it, then acknowledge — it
+    /// would fail the same way on every redelivery (reference bug 8).
+    async fn handle_malformed(
+        &self,
+        malformed: Box<MalformedMessage>,
+        mut slot: AckSlot<C::Ack>,
+    ) -> Result<ConsumeOutcome, Error> {
+        let mut out = ConsumeOutcome::new(malformed.message_id.clone(), None);
+        tracing::warn!(job = %self.cfg.job, message_id = ?malformed.message_id, source = %malformed.source, error = %malformed.error, "malformed message");
+        let letter = DeadLetter::from_malformed(&malformed, self.cfg.clock.now());
+        match self.write_dead_letter(&letter).await {
+            Ok(()) => {
+                self.metric(&Metric::DeadLettered {
+                    job: &self.cfg.job,
+                    event_type: "malformed",
+                });
+                out.dead_lettered = true;
+                out.acked = self.ack(&mut slot).await?;
+                Ok(out)
+            }
+            Err(e) => {
+                tracing::error!(job = %self.cfg.job, error = %e, "dead-lettering a malformed message failed");
+                self.nack_after_error(&mut slot).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    async fn write_dead_letter(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        match self.store.dead_letter(&mut tx, letter).await {
+            Ok(()) => self.db.commit(tx).await,
+            Err(e) => {
+                self.rollback(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn handle_event(
+        &self,
+        event: InboxEvent,
+        mut slot: AckSlot<C::Ack>,
+    ) -> Result<ConsumeOutcome, Error> {
+        let mut out = ConsumeOutcome::new(Some(event.message_id.clone()), Some(event.common.id));
+        let stored = match self.store_and_handle(&event).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(job = %self.cfg.job, message_id = %event.message_id, error = %e, "storing the message failed");
+                // At most once the message was acknowledged first and is now lost; the
+                // nack below is then a no-op (never hand back after an ack: bug 7).
+                self.nack_after_error(&mut slot).await;
+                return Err(e.into());
+            }
+        };
+        let strategy = self.cfg.strategy;
+        match stored {
+            Stored::Duplicate(row) => {
+                out.event_id = Some(row.common.id);
+                out.duplicate = true;
+                self.metric(&Metric::Duplicate {
+                    job: &self.cfg.job,
+                    event_type: &row.common.event_type,
+                });
+                out.acked = self.ack(&mut slot).await?;
+            }
+            Stored::Failed(row) => {
+                out.event_id = Some(row.common.id);
+                out.dead_lettered = true;
+                out.acked = self.ack(&mut slot).await?;
+            }
+            Stored::Pending(row) => {
+                out.event_id = Some(row.common.id);
+                out.acked = self.ack(&mut slot).await?;
+            }
+            Stored::Busy(row) => {
+                out.event_id = Some(row.common.id);
+                out.acked = self.ack_or_nack_busy(&mut slot, strategy).await?;
+            }
+            Stored::Handled { row, skipped } => {
+                out.event_id = Some(row.common.id);
+                out.handled = true;
+                if skipped {
+                    self.metric(&Metric::Skipped {
+                        job: &self.cfg.job,
+                        event_type: &row.common.event_type,
+                        reason: SkipReason::Handler,
+                    });
+                } else {
+                    self.metric(&Metric::Completed {
+                        job: &self.cfg.job,
+                        event_type: &row.common.event_type,
+                        route: row.route(),
+                    });
+                }
+                out.acked = self.ack(&mut slot).await?;
+            }
+            Stored::HandlerFailed { row, failure } => {
+                self.metric(&Metric::Failed {
+                    job: &self.cfg.job,
+                    event_type: &row.common.event_type,
+                    route: row.route(),
+                    kind: failure.kind(),
+                });
+                tracing::warn!(job = %self.cfg.job, message_id = %row.message_id, counted = failure.counted, error = %failure.error, "handler failed");
+                let recorded = match self.record_failure(&event, &failure).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(job = %self.cfg.job, message_id = %row.message_id, error = %e, "recording the handler failure failed");
+                        self.nack_after_error(&mut slot).await;
+                        return Err(e.into());
+                    }
+                };
+                match recorded {
+                    Recorded::Retrying(at) => {
+                        out.acked = if strategy.acks_when_persisted() {
+                            self.ack(&mut slot).await?
+                        } else {
+                            let delay = (at - self.cfg.clock.now())
+                                .to_std()
+                                .unwrap_or(Duration::ZERO);
+                            self.nack(&mut slot, redelivery_after(delay)).await?
+                        };
+                    }
+                    Recorded::DeadLettered => {
+                        self.metric(&Metric::DeadLettered {
+                            job: &self.cfg.job,
+                            event_type: &row.common.event_type,
+                        });
+                        out.dead_lettered = true;
+                        out.acked = self.ack(&mut slot).await?;
+                    }
+                    Recorded::Completed => {
+                        out.duplicate = true;
+                        out.acked = self.ack(&mut slot).await?;
+                    }
+                    Recorded::Busy => {
+                        out.acked = self.ack_or_nack_busy(&mut slot, strategy).await?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Another worker leases the row. When a durable row is enough (at most once, on
+    /// persist) acknowledge; otherwise hand the message back: the other worker finishes
+    /// (the redelivery then sees a completed row) or its lease expires and is taken over.
+    async fn ack_or_nack_busy(
+        &self,
+        slot: &mut AckSlot<C::Ack>,
+        strategy: AckStrategy,
+    ) -> Result<bool, Error> {
+        if strategy.acks_when_persisted() {
+            self.ack(slot).await
+        } else {
+            self.nack(slot, redelivery_after(self.cfg.redelivery_delay))
+                .await
+        }
+    }
+
+    /// Transaction 1: insert (dedup), lock, run the handler, complete — committed together,
+    /// or rolled back when the handler fails.
+    async fn store_and_handle(&self, event: &InboxEvent) -> Result<Stored, StoreError> {
+        let mut tx = self.db.begin().await?;
+        match self.store_and_handle_in(&mut tx, event).await {
+            Ok((stored, true)) => {
+                self.db.commit(tx).await?;
+                Ok(stored)
+            }
+            Ok((stored, false)) => {
+                self.rollback(tx).await;
+                Ok(stored)
+            }
+            Err(e) => {
+                self.rollback(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Returns what happened and whether to commit.
+    async fn store_and_handle_in(
+        &self,
+        conn: &mut T::Conn,
+        event: &InboxEvent,
+    ) -> Result<(Stored, bool), StoreError> {
+        let row = match self.insert_dedup(conn, event).await? {
+            Ok(row) => row,
+            Err(done) => return Ok((Stored::Duplicate(done), false)),
+        };
+        match row.common.status {
+            EventStatus::Completed => return Ok((Stored::Duplicate(row), false)),
+            EventStatus::Failed => return Ok((Stored::Failed(row), false)),
+            EventStatus::Pending => {}
+        }
+        let Some(handler) = &self.handler else {
+            return Ok((Stored::Pending(row), true));
+        };
+        // Commit in every branch below: a lock may have taken over an expired lease, which
+        // spends an attempt (and may dead-letter the row) — that must not be rolled back.
+        let locked = match self.lock(conn, &row).await? {
+            LockOutcome::Locked(locked) => locked,
+            LockOutcome::Busy(r) | LockOutcome::NotDue(r) => return Ok((Stored::Busy(r), true)),
+            LockOutcome::Finished(r) => return Ok((finished(r), true)),
+            LockOutcome::Missing => return Err(vanished("try_lock", &row)),
+        };
+        let lease = lease_of(&locked)?;
+        let started = Instant::now();
+        let attempt = run_handler(handler, &locked, conn, self.cfg.process_timeout).await;
+        self.metric(&Metric::HandlerDuration {
+            job: &self.cfg.job,
+            event_type: &locked.common.event_type,
+            duration: started.elapsed(),
+        });
+        match attempt {
+            Attempt::Done { skipped } => {
+                let id = locked.common.id;
+                let report = self
+                    .store
+                    .settle(
+                        conn,
+                        &self.cfg.worker,
+                        &[Settlement {
+                            id,
+                            lease,
+                            action: Settle::Complete,
+                        }],
+                    )
+                    .await?;
+                if !report.completed.contains(&id) {
+                    return Err(StoreError::Other {
+                        operation: "settle",
+                        message: format!("inbox row {id} was not completed: its lease was lost"),
+                        source: None,
+                    });
+                }
+                Ok((
+                    Stored::Handled {
+                        row: locked,
+                        skipped,
+                    },
+                    true,
+                ))
+            }
+            Attempt::Failed(failure) => Ok((
+                Stored::HandlerFailed {
+                    row: locked,
+                    failure,
+                },
+                false,
+            )),
+        }
+    }
+
+    /// Transaction 2, after a handler failure rolled transaction 1 back: store the row again
+    /// if it is absent, lock it and record the failure (which may dead-letter it).
+    async fn record_failure(
+        &self,
+        event: &InboxEvent,
+        failure: &Failure,
+    ) -> Result<Recorded, StoreError> {
+        let mut tx = self.db.begin().await?;
+        match self.record_failure_in(&mut tx, event, failure).await {
+            Ok((recorded, true)) => {
+                self.db.commit(tx).await?;
+                Ok(recorded)
+            }
+            Ok((recorded, false)) => {
+                self.rollback(tx).await;
+                Ok(recorded)
+            }
+            Err(e) => {
+                self.rollback(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn record_failure_in(
+        &self,
+        conn: &mut T::Conn,
+        event: &InboxEvent,
+        failure: &Failure,
+    ) -> Result<(Recorded, bool), StoreError> {
+        let row = match self.insert_dedup(conn, event).await? {
+            Ok(row) => row,
+            Err(_done) => return Ok((Recorded::Completed, false)),
+        };
+        match row.common.status {
+            EventStatus::Completed => return Ok((Recorded::Completed, false)),
+            EventStatus::Failed => return Ok((Recorded::DeadLettered, false)),
+            EventStatus::Pending => {}
+        }
+        let locked = match self.lock(conn, &row).await? {
+            LockOutcome::Locked(locked) => locked,
+            LockOutcome::Busy(_) | LockOutcome::NotDue(_) => return Ok((Recorded::Busy, true)),
+            LockOutcome::Finished(r) => {
+                let rec = if r.common.status == EventStatus::Completed {
+                    Recorded::Completed
+                } else {
+                    Recorded::DeadLettered
+                };
+                return Ok((rec, true));
+            }
+            LockOutcome::Missing => return Err(vanished("try_lock", &row)),
+        };
+        let lease = lease_of(&locked)?;
+        let now = self.cfg.clock.now();
+        let retry_at = failure.retry_at.unwrap_or_else(|| {
+            let delay = if failure.counted {
+                self.cfg.backoff.delay(locked.common.attempts_made)
+            } else {
+                Duration::from_secs(1)
+            };
+            now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
+        });
+        let id = locked.common.id;
+        let report = self
+            .store
+            .settle(
+                conn,
+                &self.cfg.worker,
+                &[Settlement {
+                    id,
+                    lease,
+                    action: Settle::Fail {
+                        error: failure.error.clone(),
+                        counted: failure.counted,
+                        retry_at: Some(retry_at),
+                    },
+                }],
+            )
+            .await?;
+        if report.dead_lettered.contains(&id) {
+            Ok((Recorded::DeadLettered, true))
+        } else if report.retrying.contains(&id) {
+            Ok((Recorded::Retrying(retry_at), true))
+        } else {
+            Err(StoreError::Other {
+                operation: "settle",
+                message: format!("failure of inbox row {id} not recorded: its lease was lost"),
+                source: None,
+            })
+        }
+    }
+
+    /// Insert with dedup. `Ok(row)`: the stored row (new or existing); `Err(row)`: a
+    /// completed sibling with the same key exists (partitioned tables), so this is a
+    /// duplicate and the transaction must roll back.
+    async fn insert_dedup(
+        &self,
+        conn: &mut T::Conn,
+        event: &InboxEvent,
+    ) -> Result<Result<InboxEvent, InboxEvent>, StoreError> {
+        match self.store.insert(conn, event).await? {
+            Inserted::Duplicate(row) => Ok(Ok(row)),
+            Inserted::New(row) => {
+                let sibling = self
+                    .store
+                    .has_completed_sibling(
+                        conn,
+                        &row.message_id,
+                        &row.consumer_group,
+                        row.common.id,
+                    )
+                    .await?;
+                Ok(if sibling { Err(row) } else { Ok(row) })
+            }
+        }
+    }
+
+    async fn lock(
+        &self,
+        conn: &mut T::Conn,
+        row: &InboxEvent,
+    ) -> Result<LockOutcome<InboxEvent>, StoreError> {
+        self.store
+            .try_lock(
+                conn,
+                row.common.id,
+                &self.cfg.worker,
+                self.cfg.lease_ttl,
+                true,
+            )
+            .await
+    }
+
+    async fn rollback(&self, tx: T::Tx) {
+        if let Err(e) = self.db.rollback(tx).await {
+            tracing::warn!(job = %self.cfg.job, error = %e, "rollback failed");
+        }
+    }
+
+    /// Acknowledge (no-op when already acknowledged). Returns `true`.
+    async fn ack(&self, slot: &mut AckSlot<C::Ack>) -> Result<bool, Error> {
+        let Some(handle) = slot.0.take() else {
+            return Ok(true);
+        };
+        match handle.ack().await {
+            Ok(()) => {
+                self.metric(&Metric::Acked { job: &self.cfg.job });
+                Ok(true)
+            }
+            Err(e) => {
+                self.metric(&Metric::AckFailed { job: &self.cfg.job });
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Hand the message back. Returns whether it counts as acknowledged: `true` only when it
+    /// was acknowledged before (at most once: never handed back afterwards, reference bug 7).
+    async fn nack(
+        &self,
+        slot: &mut AckSlot<C::Ack>,
+        redelivery: Redelivery,
+    ) -> Result<bool, Error> {
+        let Some(handle) = slot.0.take() else {
+            return Ok(true);
+        };
+        match handle.nack(redelivery).await {
+            Ok(()) => {
+                self.metric(&Metric::Nacked { job: &self.cfg.job });
+                Ok(false)
+            }
+            Err(e) => {
+                self.metric(&Metric::AckFailed { job: &self.cfg.job });
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Hand back after a storage failure; the storage error is what the caller returns, so a
+    /// nack failure is only counted and logged.
+    async fn nack_after_error(&self, slot: &mut AckSlot<C::Ack>) {
+        if let Err(e) = self
+            .nack(slot, redelivery_after(self.cfg.redelivery_delay))
+            .await
+        {
+            tracing::error!(job = %self.cfg.job, error = %e, "handing the message back failed");
+        }
+    }
+
+    fn metric(&self, m: &Metric<'_>) {
+        self.cfg.metrics.record(m);
+    }
+}
+
+fn finished(row: InboxEvent) -> Stored {
+    if row.common.status == EventStatus::Completed {
+        Stored::Duplicate(row)
+    } else {
+        Stored::Failed(row)
+    }
+}
+
+fn lease_of(row: &InboxEvent) -> Result<DateTime<Utc>, StoreError> {
+    row.common.locked_at.ok_or_else(|| StoreError::Other {
+        operation: "try_lock",
+        message: format!("locked inbox row {} carries no lease", row.common.id),
+        source: None,
+    })
+}
+
+fn vanished(operation: &'static str, row: &InboxEvent) -> StoreError {
+    StoreError::Other {
+        operation,
+        message: format!("inbox row {} vanished while being handled", row.common.id),
+        source: None,
+    }
+}
+
+fn redelivery_after(delay: Duration) -> Redelivery {
+    if delay.is_zero() {
+        Redelivery::Immediate
+    } else {
+        Redelivery::After(delay)
+    }
+}
+
+/// Keep an identifier that failed validation storable in a dead letter.
+fn clip(s: &str) -> String {
+    s.chars().take(NAME_MAX).collect()
+}

@@ -1,0 +1,6 @@
+//! Tests of the inbox runner against the in-memory database, store and broker.
+
+mod bugs;
+mod outcome_table;
+mod runner;
+mod support;

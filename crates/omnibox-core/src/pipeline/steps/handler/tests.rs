@@ -1,0 +1,229 @@
+use std::time::Duration;
+
+use chrono::TimeDelta;
+
+use super::*;
+use crate::clock::Clock;
+use crate::error::HandlerError;
+use crate::handler::{HandlerResult, handler_fn};
+use crate::model::InboxEvent;
+use crate::pipeline::Verdict;
+use crate::pipeline::steps::test_support::{Fixture, drive, failed, inbox, with_attempts};
+use crate::publisher::BoxFuture;
+
+type Conn = u32;
+
+fn step_with(
+    f: impl for<'a> Fn(&'a InboxEvent, &'a mut Conn) -> BoxFuture<'a, HandlerResult>
+    + Send
+    + Sync
+    + 'static,
+) -> HandlerStep<impl Handler<InboxEvent, Conn>> {
+    HandlerStep::new(handler_fn(f))
+}
+
+async fn run_one<H: Handler<InboxEvent, Conn>>(
+    step: &HandlerStep<H>,
+    event: &InboxEvent,
+    fx: &Fixture,
+) -> (Verdict, Conn) {
+    let mut conn: Conn = 0;
+    let v = {
+        let mut ctx = fx.ctx(Some(&mut conn));
+        drive(&[step], std::slice::from_ref(event), &mut ctx).await
+    };
+    (v[0].clone(), conn)
+}
+
+#[tokio::test]
+async fn completed_runs_with_the_batch_connection_and_reports_duration() {
+    let fx = Fixture::new();
+    let step = step_with(|_e, conn| {
+        *conn += 1;
+        Box::pin(async { Ok(HandlerOutcome::Completed) })
+    });
+    let e = inbox("m1");
+    let (v, conn) = run_one(&step, &e, &fx).await;
+    assert_eq!(v, Verdict::Completed);
+    assert_eq!(conn, 1, "the handler received the batch's connection");
+    assert_eq!(fx.metrics.durations().len(), 1);
+}
+
+#[tokio::test]
+async fn bug3_skipped_events_are_completed_not_left_locked() {
+    let fx = Fixture::new();
+    let step = step_with(|_e, _c| Box::pin(async { Ok(HandlerOutcome::skipped("not ours")) }));
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    // A skip is a completion (settled as `Complete`), not a missing verdict.
+    assert_eq!(
+        v,
+        Verdict::Skipped {
+            reason: "not ours".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn counted_retry_without_time_uses_backoff_from_previous_attempts() {
+    let fx = Fixture::new();
+    let now = fx.clock.now();
+    let step = step_with(|_e, _c| Box::pin(async { Ok(HandlerOutcome::retry("later")) }));
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    let (err, kind, at) = failed(&v);
+    assert_eq!(err, "later");
+    assert_eq!(kind, FailureKind::Permanent);
+    let at = at.unwrap();
+    assert!(at >= now + TimeDelta::seconds(5) && at <= now + TimeDelta::seconds(10));
+
+    // Two attempts already made: ceiling 40 s, equal jitter -> [20 s, 40 s].
+    let e = with_attempts(&inbox("m2"), 2, 6);
+    let (v, _) = run_one(&step, &e, &fx).await;
+    let at = failed(&v).2.unwrap();
+    assert!(at >= now + TimeDelta::seconds(20) && at <= now + TimeDelta::seconds(40));
+}
+
+#[tokio::test]
+async fn uncounted_retry_without_time_retries_in_one_second_and_explicit_time_wins() {
+    let fx = Fixture::new();
+    let now = fx.clock.now();
+    let step = step_with(|_e, _c| {
+        Box::pin(async {
+            Ok(HandlerOutcome::Retry {
+                error: "busy".into(),
+                counted: false,
+                retry_at: None,
+            })
+        })
+    });
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    assert_eq!(
+        failed(&v),
+        (
+            "busy",
+            FailureKind::Transient,
+            Some(now + TimeDelta::seconds(1))
+        )
+    );
+
+    let at = now + TimeDelta::minutes(7);
+    let step = step_with(move |_e, _c| {
+        Box::pin(async move {
+            Ok(HandlerOutcome::Retry {
+                error: "at seven".into(),
+                counted: true,
+                retry_at: Some(at),
+            })
+        })
+    });
+    let (v, _) = run_one(&step, &inbox("m2"), &fx).await;
+    assert_eq!(failed(&v), ("at seven", FailureKind::Permanent, Some(at)));
+}
+
+#[tokio::test]
+async fn handler_errors_map_to_transient_or_counted_failures() {
+    let fx = Fixture::new();
+    let now = fx.clock.now();
+    let step =
+        step_with(|_e, _c| Box::pin(async { Err(HandlerError::transient("db restarting")) }));
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    assert_eq!(
+        failed(&v),
+        (
+            "db restarting",
+            FailureKind::Transient,
+            Some(now + TimeDelta::seconds(1))
+        )
+    );
+
+    let step = step_with(|_e, _c| Box::pin(async { Err(HandlerError::permanent("bad payload")) }));
+    let (v, _) = run_one(&step, &inbox("m2"), &fx).await;
+    let (err, kind, at) = failed(&v);
+    assert_eq!((err, kind), ("bad payload", FailureKind::Permanent));
+    assert!(at.unwrap() >= now + TimeDelta::seconds(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_is_a_counted_failure() {
+    let fx = Fixture::new();
+    let step = step_with(|_e, _c| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(HandlerOutcome::Completed)
+        })
+    })
+    .timeout(Duration::from_secs(2));
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    let (err, kind, at) = failed(&v);
+    assert_eq!(err, "Handler execution timed out after 2s");
+    assert_eq!(kind, FailureKind::Permanent);
+    assert!(at.is_some());
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_event_and_the_batch_goes_on() {
+    let fx = Fixture::new();
+    let step = step_with(|e, _c| {
+        let boom = e.message_id == "boom";
+        Box::pin(async move {
+            if boom {
+                panic!("kaboom");
+            }
+            Ok(HandlerOutcome::Completed)
+        })
+    });
+    let events = [inbox("boom"), inbox("fine")];
+    let mut conn: Conn = 0;
+    let mut ctx = fx.ctx(Some(&mut conn));
+    let v = drive(&[&step], &events, &mut ctx).await;
+    let (err, kind, _) = failed(&v[0]);
+    assert_eq!(err, "handler panicked: kaboom");
+    assert_eq!(kind, FailureKind::Permanent);
+    assert_eq!(v[1], Verdict::Completed);
+}
+
+#[tokio::test]
+async fn without_a_connection_the_event_fails_with_an_explanation() {
+    let fx = Fixture::new();
+    let step = step_with(|_e, _c| Box::pin(async { Ok(HandlerOutcome::Completed) }));
+    let mut ctx = fx.ctx::<InboxEvent, Conn>(None);
+    let v = drive(&[&step], &[inbox("m1")], &mut ctx).await;
+    let (err, kind, _) = failed(&v[0]);
+    assert!(err.contains("process_batch"), "{err}");
+    assert_eq!(kind, FailureKind::Permanent);
+}
+
+/// A slow step placed after the handler, as the reference's MetricsStep was.
+struct SlowAfter;
+impl Step<InboxEvent, Conn> for SlowAfter {
+    async fn execute(
+        &self,
+        _e: &InboxEvent,
+        _ctx: &mut BatchCtx<'_, InboxEvent, Conn>,
+    ) -> StepResult {
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        StepResult::Continue
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn bug4_duration_measures_the_handler() {
+    let fx = Fixture::new();
+    let step = step_with(|_e, _c| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(HandlerOutcome::Completed)
+        })
+    });
+    let mut conn: Conn = 0;
+    let mut ctx = fx.ctx(Some(&mut conn));
+    drive(&[&step, &SlowAfter], &[inbox("m1"), inbox("m2")], &mut ctx).await;
+    let d = fx.metrics.durations();
+    assert_eq!(d.len(), 2);
+    for d in d {
+        // Paused time: exactly the handler's 3 s, none of the 100 s spent after it.
+        assert!(
+            d >= Duration::from_secs(3) && d < Duration::from_secs(4),
+            "{d:?}"
+        );
+    }
+}

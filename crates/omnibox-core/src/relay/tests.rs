@@ -1,0 +1,466 @@
+//! End-to-end: relay = processor + steps, on the in-memory database and broker.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::error::FailureKind;
+use crate::memory::{MemoryBroker, MemoryDb, MemoryOutboxStore, truncate_micros};
+use crate::metrics::CircuitState;
+use crate::model::{Event, EventStatus, OutboxEvent};
+use crate::pipeline::steps::test_support::{Rec, RecordingMetrics};
+use crate::pipeline::{BatchCtx, StepResult};
+use crate::store::InsertEvents;
+
+struct Env {
+    db: MemoryDb,
+    clock: ManualClock,
+    store: MemoryOutboxStore,
+    broker: MemoryBroker,
+    metrics: Arc<RecordingMetrics>,
+    worker: WorkerId,
+}
+
+impl Env {
+    fn new() -> Self {
+        let clock = ManualClock::new(truncate_micros(Utc::now()));
+        Self {
+            db: MemoryDb::with_clock(Arc::new(clock.clone())),
+            clock,
+            store: MemoryOutboxStore::new(),
+            broker: MemoryBroker::new(),
+            metrics: Arc::new(RecordingMetrics::default()),
+            worker: WorkerId::new("relay-1").unwrap(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.db.now()
+    }
+
+    fn relay(&self) -> OutboxRelayBuilder<MemoryOutboxStore, MemoryBroker> {
+        OutboxRelay::builder(self.store.clone(), self.broker.clone())
+            .clock(Arc::new(self.clock.clone()))
+            .metrics(self.metrics.clone())
+    }
+
+    /// Insert events `(key, n)` created 1 ms apart, in order.
+    async fn insert(&self, keys: &[&str], max_attempts: u32) -> Vec<OutboxEvent> {
+        let base = self.now() - TimeDelta::seconds(10);
+        let events: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                OutboxEvent::builder("order", Uuid::now_v7(), "order.placed", "orders", *k)
+                    .payload(json!({"i": i}))
+                    .created_at(base + TimeDelta::milliseconds(i as i64))
+                    .max_attempts(max_attempts)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        let mut tx = self.db.begin().await.unwrap();
+        self.store.insert_many(&mut tx, &events).await.unwrap();
+        self.db.commit(tx).await.unwrap();
+        events
+    }
+
+    async fn row(&self, id: Uuid) -> OutboxEvent {
+        let mut conn = self.db.connection();
+        self.store.get(&mut conn, id).await.unwrap()
+    }
+
+    fn published_keys(&self) -> Vec<String> {
+        self.broker
+            .published("orders")
+            .into_iter()
+            .map(|m| m.key.unwrap_or_default())
+            .collect()
+    }
+}
+
+fn assert_untouched(e: &OutboxEvent, original: &OutboxEvent) {
+    assert_eq!(e.common.status, EventStatus::Pending);
+    assert_eq!(e.common.locked_at, None, "lease given back");
+    assert_eq!(e.common.locked_by, None);
+    assert_eq!(e.common.attempts_made, 0, "no attempt spent");
+    assert_eq!(
+        e.common.scheduled_at, original.common.scheduled_at,
+        "schedule kept"
+    );
+}
+
+#[tokio::test]
+async fn publishes_and_completes_a_batch_without_holding_a_transaction() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b", "c"], 6).await;
+    let relay = env.relay().build().unwrap();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!((r.claimed, r.completed.len()), (3, 3));
+    assert!(r.committed());
+    for e in &events {
+        let row = env.row(e.id()).await;
+        assert_eq!(row.common.status, EventStatus::Completed);
+        assert_eq!(row.common.locked_at, None);
+    }
+    assert_eq!(env.published_keys(), vec!["a", "b", "c"]);
+    assert_eq!(env.metrics.count(|m| matches!(m, Rec::Completed { .. })), 3);
+    assert_eq!(env.metrics.durations().len(), 3);
+}
+
+#[tokio::test]
+async fn publish_batch_in_uses_the_callers_transaction() {
+    let env = Env::new();
+    let events = env.insert(&["a"], 6).await;
+    let relay = env.relay().build().unwrap();
+    let mut tx = env.db.begin().await.unwrap();
+    let r = relay
+        .publish_batch_in(&mut tx, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.completed, vec![events[0].id()]);
+    env.db.commit(tx).await.unwrap();
+    assert_eq!(
+        env.row(events[0].id()).await.common.status,
+        EventStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn per_key_ordering_one_in_flight_per_key() {
+    let env = Env::new();
+    env.insert(&["a", "a", "b", "a", "b"], 6).await;
+    let relay = env.relay().publish_concurrency(8).build().unwrap();
+    let mut claimed = Vec::new();
+    for _ in 0..4 {
+        let r = relay
+            .publish_batch(&env.db, &env.worker, &Shutdown::new())
+            .await
+            .unwrap();
+        claimed.push(r.claimed);
+    }
+    // One event per key per batch, even with concurrent publishing.
+    assert_eq!(claimed, vec![2, 2, 1, 0]);
+    let per_key = |k: &str| {
+        env.broker
+            .published("orders")
+            .into_iter()
+            .filter(|m| m.key.as_deref() == Some(k))
+            .map(|m| m.json().unwrap()["payload"]["i"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(per_key("a"), vec![0, 1, 3]);
+    assert_eq!(per_key("b"), vec![2, 4]);
+}
+
+#[tokio::test]
+async fn broker_outage_spends_no_attempts_and_probes_once_per_batch() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b", "c"], 6).await;
+    let relay = env.relay().build().unwrap();
+    env.broker.fail_next_publishes(1, FailureKind::Transient);
+    let now = env.now();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.failed_transient, vec![events[0].id()]);
+    assert_eq!(r.released.len(), 2);
+    assert!(r.failed_counted.is_empty());
+    assert!(env.published_keys().is_empty());
+
+    let probe = env.row(events[0].id()).await;
+    assert_eq!(probe.common.attempts_made, 0);
+    assert_eq!(probe.common.locked_at, None);
+    assert_eq!(probe.common.scheduled_at, now + TimeDelta::seconds(1));
+    assert!(
+        probe
+            .common
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("injected transient failure")
+    );
+    for e in &events[1..] {
+        assert_untouched(&env.row(e.id()).await, e);
+    }
+    assert!(env.metrics.all().contains(&Rec::Released(2)));
+
+    // The broker is back: the deferred events go at once, the probe after its second.
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.completed.len(), 2);
+    env.clock.advance(TimeDelta::seconds(1));
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.completed, vec![events[0].id()]);
+    assert_eq!(env.published_keys(), vec!["b", "c", "a"]);
+}
+
+#[tokio::test]
+async fn broker_rejection_counts_and_backs_off() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b"], 2).await;
+    let relay = env.relay().build().unwrap();
+    env.broker.fail_next_publishes(1, FailureKind::Permanent);
+    let now = env.now();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.failed_counted, vec![events[0].id()]);
+    assert_eq!(
+        r.completed,
+        vec![events[1].id()],
+        "a rejection does not stop the batch"
+    );
+    let row = env.row(events[0].id()).await;
+    assert_eq!(row.common.attempts_made, 1);
+    assert_eq!(row.common.status, EventStatus::Pending);
+    assert!(row.common.scheduled_at >= now + TimeDelta::seconds(5));
+    assert!(row.common.scheduled_at <= now + TimeDelta::seconds(10));
+
+    // The last attempt: failed and dead-lettered by the store, in the settle transaction.
+    env.clock.advance(TimeDelta::seconds(10));
+    env.broker.fail_next_publishes(1, FailureKind::Permanent);
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.dead_lettered, vec![events[0].id()]);
+    let row = env.row(events[0].id()).await;
+    assert_eq!(row.common.status, EventStatus::Failed);
+    let mut conn = env.db.connection();
+    assert_eq!(env.store.dead_letters(&mut conn).await.len(), 1);
+}
+
+#[tokio::test]
+async fn bug1_and_bug2_breaker_stays_open_and_stopped_events_are_released() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b", "c"], 6).await;
+    let breaker = CircuitBreakerStep::new(1, Duration::from_secs(60))
+        .unwrap()
+        .with_clock(Arc::new(env.clock.clone()));
+    let relay = env
+        .relay()
+        .circuit_breaker(breaker.clone())
+        .build()
+        .unwrap();
+    env.broker.fail_next_publishes(1, FailureKind::Permanent);
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.failed_counted, vec![events[0].id()]);
+    assert_eq!(r.released.len(), 2);
+    for e in &events[1..] {
+        assert_untouched(&env.row(e.id()).await, e);
+    }
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    // Open across batches: nothing is sent, nothing is spent.
+    env.clock.advance(TimeDelta::seconds(30));
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    // (The rejected event is due again too: 5-10 s backoff.)
+    assert_eq!((r.claimed, r.released.len()), (3, 3));
+    assert!(env.published_keys().is_empty());
+
+    env.clock.advance(TimeDelta::seconds(30));
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        r.completed.len(),
+        3,
+        "the probe closed the breaker; the batch went on"
+    );
+    assert_eq!(breaker.state(), CircuitState::Closed);
+}
+
+#[tokio::test]
+async fn breaker_with_concurrent_publishing_sends_nothing_while_open() {
+    let env = Env::new();
+    env.insert(&["a", "b", "c", "d"], 6).await;
+    let breaker = CircuitBreakerStep::new(1, Duration::from_secs(60))
+        .unwrap()
+        .with_clock(Arc::new(env.clock.clone()));
+    let relay = env
+        .relay()
+        .publish_concurrency(4)
+        .circuit_breaker(breaker.clone())
+        .build()
+        .unwrap();
+    env.broker.fail_next_publishes(1, FailureKind::Permanent);
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    // All four were in flight together; the results the broker gave are all recorded.
+    assert_eq!((r.failed_counted.len(), r.completed.len()), (1, 3));
+    assert_eq!(breaker.state(), CircuitState::Open);
+
+    let more = env.insert(&["e", "f"], 6).await;
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(r.released.len(), 2);
+    assert_eq!(
+        env.broker.published("orders").len(),
+        3,
+        "no call while open"
+    );
+    for e in &more {
+        assert_untouched(&env.row(e.id()).await, e);
+    }
+}
+
+/// Triggers shutdown while the first event is being processed.
+struct ShutdownAfterFirst(Shutdown);
+impl Step<OutboxEvent, crate::memory::MemoryConn> for ShutdownAfterFirst {
+    async fn execute(
+        &self,
+        _e: &OutboxEvent,
+        _ctx: &mut BatchCtx<'_, OutboxEvent, crate::memory::MemoryConn>,
+    ) -> StepResult {
+        self.0.trigger();
+        StepResult::Continue
+    }
+}
+
+#[tokio::test]
+async fn shutdown_releases_unprocessed_events() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b", "c"], 6).await;
+    let shutdown = Shutdown::new();
+    let relay = env
+        .relay()
+        .step_before(ShutdownAfterFirst(shutdown.clone()))
+        .build()
+        .unwrap();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &shutdown)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.completed,
+        vec![events[0].id()],
+        "the event in hand is finished"
+    );
+    assert_eq!(r.released.len(), 2);
+    for e in &events[1..] {
+        assert_untouched(&env.row(e.id()).await, e);
+    }
+    // Once shutdown was requested no new batch is claimed.
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &shutdown)
+        .await
+        .unwrap();
+    assert_eq!(r.claimed, 0);
+}
+
+/// The memory broker, slowed down, counting calls in flight across batches.
+#[derive(Clone, Default)]
+struct Slow {
+    inner: MemoryBroker,
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Publisher for Slow {
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), crate::PublishError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.max.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.in_flight.fetch_sub(1, SeqCst);
+        self.inner.publish(event).await
+    }
+}
+
+async fn max_concurrent_batches(limit: Option<usize>) -> usize {
+    let env = Env::new();
+    env.insert(&["a", "b", "c", "d"], 6).await;
+    let slow = Slow::default();
+    let mut b = OutboxRelay::builder(env.store.clone(), slow.clone())
+        .clock(Arc::new(env.clock.clone()))
+        .batch_size(1);
+    if let Some(n) = limit {
+        b = b.concurrency_limit(n);
+    }
+    let relay = Arc::new(b.build().unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let relay = relay.clone();
+        let db = env.db.clone();
+        tasks.push(tokio::spawn(async move {
+            let w = WorkerId::new(format!("w{i}")).unwrap();
+            relay
+                .publish_batch(&db, &w, &Shutdown::new())
+                .await
+                .unwrap()
+                .completed
+                .len()
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += tokio::time::timeout(Duration::from_secs(10), t)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(total, 4);
+    assert_eq!(slow.inner.published("orders").len(), 4);
+    slow.max.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_limit_bounds_batches_in_flight() {
+    assert_eq!(max_concurrent_batches(Some(1)).await, 1);
+    assert_eq!(max_concurrent_batches(Some(2)).await, 2);
+    // Without a limit the four batches publish at the same time.
+    assert_eq!(max_concurrent_batches(None).await, 4);
+}
+
+#[test]
+fn settings_are_validated() {
+    let env = Env::new();
+    let err = |b: OutboxRelayBuilder<MemoryOutboxStore, MemoryBroker>| b.build().unwrap_err();
+    assert!(matches!(
+        err(env.relay().batch_size(0)),
+        Error::Validation(_)
+    ));
+    assert!(matches!(
+        err(env.relay().concurrency_limit(0)),
+        Error::Validation(_)
+    ));
+    assert!(matches!(
+        err(env.relay().publish_concurrency(0)),
+        Error::Validation(_)
+    ));
+    assert!(matches!(
+        err(env.relay().publish_timeout(Duration::ZERO)),
+        Error::Validation(_)
+    ));
+    assert!(matches!(
+        err(env.relay().lease_ttl(TimeDelta::zero())),
+        Error::Config(_)
+    ));
+    assert!(matches!(err(env.relay().job_name(" ")), Error::Config(_)));
+}

@@ -1,1 +1,0 @@
-//! The event router: handlers keyed by `(event_type, source)`.

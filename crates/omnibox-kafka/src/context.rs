@@ -1,0 +1,111 @@
+//! The consumer context: rebalance callbacks that keep the per-partition delivery tracking
+//! right when partitions move between consumers.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::offsets::{Tp, Tracker};
+
+/// The [`ConsumerContext`] a [`KafkaConsumer`](crate::KafkaConsumer) needs: build your
+/// `StreamConsumer` with it (`config.create_with_context(KafkaConsumerContext::default())`).
+///
+/// On a revoke it commits what is contiguously acknowledged for the partitions being taken
+/// away, then forgets them, so acknowledgements that arrive later for those records are
+/// ignored (the new owner reads them again: at-least-once). On an assign it starts the
+/// partitions from a clean state.
+#[derive(Debug, Default)]
+pub struct KafkaConsumerContext {
+    pub(crate) tracker: Mutex<Tracker>,
+    /// Serialises commits so committed offsets only move forward.
+    pub(crate) commit_lock: Mutex<()>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl KafkaConsumerContext {
+    /// A fresh context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Commit, for the partitions `keep` selects, what is contiguously acknowledged and not
+    /// yet committed. Returns the partitions committed.
+    pub(crate) fn commit_tracked<K: Consumer<Self>>(
+        &self,
+        consumer: &K,
+        mode: CommitMode,
+        keep: impl Fn(&Tp) -> bool,
+    ) -> KafkaResult<Vec<(Tp, i64)>> {
+        // A rebalance callback must not wait for an acknowledgement's commit in flight
+        // (that commit may itself wait for the rebalance): it goes ahead unserialised.
+        let _serial = match mode {
+            CommitMode::Sync => Some(lock(&self.commit_lock)),
+            CommitMode::Async => self.commit_lock.try_lock().ok(),
+        };
+        let targets: Vec<(Tp, i64)> = lock(&self.tracker)
+            .commit_targets()
+            .into_iter()
+            .filter(|(tp, _)| keep(tp))
+            .collect();
+        if targets.is_empty() {
+            return Ok(targets);
+        }
+        let mut tpl = TopicPartitionList::with_capacity(targets.len());
+        for ((topic, partition), offset) in &targets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        consumer.commit(&tpl, mode)?;
+        let mut tracker = lock(&self.tracker);
+        for (tp, offset) in &targets {
+            tracker.committed(tp, *offset);
+        }
+        Ok(targets)
+    }
+}
+
+impl ClientContext for KafkaConsumerContext {}
+
+fn partitions(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements()
+        .iter()
+        .map(|e| (e.topic().to_owned(), e.partition()))
+        .collect()
+}
+
+impl ConsumerContext for KafkaConsumerContext {
+    fn pre_rebalance(&self, base_consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let revoked = partitions(tpl);
+                // Asynchronous: this runs inside the consumer's poll; librdkafka sends the
+                // commit before it completes the unassignment.
+                match self
+                    .commit_tracked(base_consumer, CommitMode::Async, |tp| revoked.contains(tp))
+                {
+                    Ok(done) => tracing::debug!(?done, "committed acknowledged offsets on revoke"),
+                    Err(error) => tracing::warn!(
+                        %error,
+                        "could not commit acknowledged offsets on revoke; the new owner re-reads them"
+                    ),
+                }
+                let mut tracker = lock(&self.tracker);
+                for tp in &revoked {
+                    tracker.forget(tp);
+                }
+            }
+            Rebalance::Assign(tpl) => {
+                let mut tracker = lock(&self.tracker);
+                for tp in partitions(tpl) {
+                    tracker.forget(&tp);
+                }
+            }
+            Rebalance::Error(error) => tracing::warn!(%error, "Kafka rebalance error"),
+        }
+    }
+}

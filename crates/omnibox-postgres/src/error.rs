@@ -1,0 +1,116 @@
+//! The one place that classifies sqlx errors as core [`StoreError`]s.
+//!
+//! Connection, I/O, TLS and pool failures are `Connection` (transient); a cancelled
+//! statement (`57014`, e.g. `statement_timeout`) is `Timeout` (transient); class `23`
+//! (integrity constraint violation) is `Integrity`; everything else is `Other`. Messages
+//! never contain the connection string: sqlx's configuration errors are reduced to their
+//! kind.
+
+use omnibox_core::error::StoreError;
+
+/// Classify a sqlx error raised by `operation`.
+pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {
+    match &err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Connection {
+            message: format!("{operation}: {}", describe(&err)),
+            source: Some(Box::new(err)),
+        },
+        sqlx::Error::Configuration(_) => StoreError::Connection {
+            // The configuration error may quote the URL; keep only its kind.
+            message: format!("{operation}: invalid connection configuration"),
+            source: None,
+        },
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let message = format!("{operation}: {} (SQLSTATE {code})", db.message());
+            if code == "57014" {
+                StoreError::Timeout {
+                    message,
+                    source: Some(Box::new(err)),
+                }
+            } else if code.starts_with("23") {
+                StoreError::Integrity {
+                    message,
+                    source: Some(Box::new(err)),
+                }
+            } else if code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
+            {
+                // connection exceptions, admin/crash shutdown, cannot connect now
+                StoreError::Connection {
+                    message,
+                    source: Some(Box::new(err)),
+                }
+            } else {
+                StoreError::Other {
+                    operation,
+                    message,
+                    source: Some(Box::new(err)),
+                }
+            }
+        }
+        _ => StoreError::Other {
+            operation,
+            message: describe(&err),
+            source: Some(Box::new(err)),
+        },
+    }
+}
+
+fn describe(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Io(e) => format!("i/o error: {}", e.kind()),
+        sqlx::Error::Tls(_) => "TLS error".to_owned(),
+        sqlx::Error::PoolTimedOut => "timed out waiting for a pooled connection".to_owned(),
+        sqlx::Error::PoolClosed => "the pool is closed".to_owned(),
+        sqlx::Error::WorkerCrashed => "the connection worker crashed".to_owned(),
+        sqlx::Error::Protocol(_) => "protocol error".to_owned(),
+        sqlx::Error::ColumnNotFound(c) => format!("column {c} not found"),
+        sqlx::Error::ColumnDecode { index, .. } => format!("cannot decode column {index}"),
+        sqlx::Error::RowNotFound => "no row returned".to_owned(),
+        other => format!("{other}"),
+    }
+}
+
+/// Extension to classify a `Result<T, sqlx::Error>` in place.
+pub(crate) trait ResultExt<T> {
+    /// Map the error through [`classify`].
+    fn op(self, operation: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn op(self, operation: &'static str) -> Result<T, StoreError> {
+        self.map_err(|e| classify(operation, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnibox_core::error::FailureKind;
+
+    #[test]
+    fn pool_and_io_errors_are_transient_connection_errors() {
+        let e = classify("claim", sqlx::Error::PoolTimedOut);
+        assert!(matches!(e, StoreError::Connection { .. }));
+        assert_eq!(e.kind(), FailureKind::Transient);
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(matches!(
+            classify("claim", sqlx::Error::Io(io)),
+            StoreError::Connection { .. }
+        ));
+    }
+
+    #[test]
+    fn configuration_errors_never_echo_the_url() {
+        let e = classify(
+            "connect",
+            sqlx::Error::Configuration("bad url postgres://user:secret@host/db".into()),
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+}

@@ -1,0 +1,295 @@
+//! SQL text for one event table, built once from validated names.
+
+use std::sync::Arc;
+
+use omnibox_core::model::EventKind;
+
+use crate::config::{CompletionMode, TableNames, Tables};
+use crate::row::COMMON;
+
+/// The lease-expired message, as [`omnibox_core::domain::lease_expired_error`] writes it.
+const LEASE_EXPIRED: &str =
+    "left('lease expired: worker `' || t.locked_by || '` did not finish in time', 2000)";
+
+/// Every statement a store runs, by purpose.
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    pub insert: Arc<str>,
+    pub insert_guarded: Arc<str>,
+    pub advisory_lock: Arc<str>,
+    pub lookup_by_key: Arc<str>,
+    pub lookup_by_id: Arc<str>,
+    pub claim: Arc<str>,
+    pub fetch_pending: Arc<str>,
+    pub try_lock: Arc<str>,
+    pub get: Arc<str>,
+    pub settle: Arc<str>,
+    pub refresh: Arc<str>,
+    pub release_stale: Arc<str>,
+    pub delete_completed: Arc<str>,
+    pub backlog: Arc<str>,
+    pub find_message: Arc<str>,
+    pub sibling: Arc<str>,
+    pub dead_letter: Arc<str>,
+}
+
+fn arc(s: String) -> Arc<str> {
+    Arc::from(s)
+}
+
+/// `INSERT INTO dead letters … SELECT … FROM <src> s WHERE s.status = 'failed'`.
+fn dead_letter_from(t: &TableNames, kind: EventKind, route: &str, src: &str) -> String {
+    let message_id = match kind {
+        EventKind::Inbox => "s.message_id",
+        EventKind::Outbox => "NULL",
+    };
+    format!(
+        "INSERT INTO {dl} (id, event_id, kind, event_type, route, message_id, body, headers, error, attempts) \
+         SELECT gen_random_uuid(), s.id, '{kind}', s.event_type, s.{route}, {message_id}, s.payload::text, s.headers, \
+         COALESCE(s.last_error, 'unknown error'), s.attempts_made FROM {src} s WHERE s.status = 'failed'",
+        dl = t.dead_letters,
+        kind = kind.as_str(),
+    )
+}
+
+/// SET list for taking a lease, counting an attempt when an expired lease is taken over.
+fn takeover_set(worker: &str) -> String {
+    let spent = "(t.locked_at IS NOT NULL AND t.attempts_made + 1 >= t.max_attempts)";
+    format!(
+        "attempts_made = t.attempts_made + CASE WHEN t.locked_at IS NOT NULL THEN 1 ELSE 0 END, \
+         last_error = CASE WHEN t.locked_at IS NOT NULL THEN {LEASE_EXPIRED} ELSE t.last_error END, \
+         status = CASE WHEN {spent} THEN 'failed' ELSE 'pending' END, \
+         locked_at = CASE WHEN {spent} THEN NULL ELSE now() END, \
+         locked_by = CASE WHEN {spent} THEN NULL ELSE {worker} END, \
+         updated_at = timezone('UTC', now())"
+    )
+}
+
+impl Statements {
+    pub(crate) fn build(
+        tables: &Tables,
+        t: &TableNames,
+        kind: EventKind,
+        extra: &[(&str, &str)],
+        route: &str,
+        completion: CompletionMode,
+    ) -> Self {
+        let q = &t.qualified;
+        let cols: Vec<(&str, &str)> = COMMON.iter().chain(extra.iter()).copied().collect();
+        let names = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+        let unnest = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| format!("${}::{ty}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let select = cols
+            .iter()
+            .map(|(n, _)| match *n {
+                "payload" | "headers" => format!("i.{n}::jsonb"),
+                _ => format!("i.{n}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let notify = match &tables.notify {
+            Some(ch) => format!(
+                ", n AS (SELECT pg_notify('{}', '') AS sent) SELECT ins.* FROM ins LEFT JOIN n ON true",
+                ch.as_str()
+            ),
+            None => " SELECT * FROM ins".to_owned(),
+        };
+        let dedup_match = match kind {
+            EventKind::Outbox => "e.idempotency_key = i.idempotency_key",
+            EventKind::Inbox => "e.message_id = i.message_id AND e.consumer_group = i.consumer_group",
+        };
+        let insert_with = |guard: &str| {
+            arc(format!(
+                "WITH i AS (SELECT * FROM UNNEST({unnest}) WITH ORDINALITY AS i({names}, ord)), \
+                 ins AS (INSERT INTO {q} AS t ({names}, updated_at) SELECT {select}, timezone('UTC', now()) FROM i {guard} ORDER BY i.ord \
+                 ON CONFLICT DO NOTHING RETURNING t.*){notify}"
+            ))
+        };
+        let insert = insert_with("");
+        let insert_guarded = insert_with(&format!(
+            "WHERE NOT EXISTS (SELECT 1 FROM {q} e WHERE {dedup_match})"
+        ));
+        // Same keys as the reference, so a Python writer and a Rust writer exclude each other.
+        let advisory_lock = arc(match kind {
+            EventKind::Outbox => "SELECT count(pg_advisory_xact_lock(hashtext($1), hashtext(k))) FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS u(k) ORDER BY k) AS s".to_owned(),
+            EventKind::Inbox => "SELECT count(pg_advisory_xact_lock(hashtext(m), hashtext(g))) FROM (SELECT DISTINCT m, g FROM unnest($1::text[], $2::text[]) AS u(m, g) ORDER BY m, g) AS s".to_owned(),
+        });
+        let lookup_by_key = arc(match kind {
+            EventKind::Outbox => format!(
+                "SELECT DISTINCT ON (idempotency_key) * FROM {q} WHERE idempotency_key = ANY($1::text[]) ORDER BY idempotency_key, created_at, id"
+            ),
+            EventKind::Inbox => format!(
+                "SELECT DISTINCT ON (message_id, consumer_group) * FROM {q} WHERE (message_id, consumer_group) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY message_id, consumer_group, created_at, id"
+            ),
+        });
+        let lookup_by_id = arc(format!("SELECT * FROM {q} WHERE id = ANY($1::uuid[])"));
+
+        // Filters: $4.. arrays; an empty array means no restriction.
+        let filters_at = |b: usize| match kind {
+            EventKind::Outbox => format!(
+                "AND (cardinality(${b}::text[]) = 0 OR r.topic = ANY(${b}::text[])) \
+                 AND (cardinality(${b1}::text[]) = 0 OR r.aggregate_type = ANY(${b1}::text[])) \
+                 AND (cardinality(${b2}::text[]) = 0 OR r.event_type = ANY(${b2}::text[]))",
+                b1 = b + 1,
+                b2 = b + 2
+            ),
+            EventKind::Inbox => format!(
+                "AND (cardinality(${b}::text[]) = 0 OR r.source = ANY(${b}::text[])) \
+                 AND (cardinality(${b1}::text[]) = 0 OR r.event_type = ANY(${b1}::text[]))",
+                b1 = b + 1
+            ),
+        };
+        let filters = filters_at(4);
+        // Per-key ordering (outbox): only the head of each (topic, partition_key) line.
+        let order_guard = match kind {
+            EventKind::Outbox => format!(
+                "AND NOT EXISTS (SELECT 1 FROM {q} e WHERE e.topic = r.topic AND e.partition_key = r.partition_key \
+                 AND e.status = 'pending' AND (e.created_at, e.id) < (r.created_at, r.id) \
+                 AND (e.scheduled_at <= now() OR e.last_error IS NOT NULL OR e.locked_at IS NOT NULL))"
+            ),
+            EventKind::Inbox => String::new(),
+        };
+        let ttl = "($3::bigint * interval '1 microsecond')";
+        let dl_upd = dead_letter_from(t, kind, route, "upd");
+        let claim = arc(format!(
+            "WITH fresh AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
+               WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
+               AND r.scheduled_at <= now() {filters} {order_guard} \
+               ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             expired AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
+               WHERE r.locked_at IS NOT NULL AND r.locked_at < now() - {ttl} AND r.status = 'pending' \
+               AND r.attempts_made < r.max_attempts AND r.scheduled_at <= now() {filters} {order_guard} \
+               ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             cand AS (SELECT * FROM fresh UNION ALL SELECT * FROM expired ORDER BY scheduled_at, created_at, id LIMIT $2), \
+             upd AS (UPDATE {q} AS t SET {set} FROM cand c WHERE t.id = c.id AND t.created_at = c.created_at RETURNING t.*), \
+             dl AS ({dl_upd}) \
+             SELECT * FROM upd WHERE status = 'pending' ORDER BY scheduled_at, created_at, id",
+            set = takeover_set("$1"),
+        ));
+        let fetch_pending = arc(format!(
+            "SELECT * FROM {q} r WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
+             AND r.scheduled_at <= now() {f} \
+             ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $1",
+            f = filters_at(2)
+        ));
+        let try_lock = arc(format!(
+            "WITH upd AS (UPDATE {q} AS t SET {set} WHERE t.id = $4 AND t.status = 'pending' \
+               AND t.attempts_made < t.max_attempts AND (t.locked_at IS NULL OR t.locked_at < now() - {ttl}) \
+               AND ($2::bool OR t.scheduled_at <= now()) RETURNING t.*), \
+             dl AS ({dl_upd}) SELECT * FROM upd",
+            set = takeover_set("$1"),
+        ));
+        let get = arc(format!(
+            "SELECT *, now() AS db_now FROM {q} WHERE id = $1 ORDER BY created_at LIMIT 1"
+        ));
+
+        let fence = "t.id = v.id AND t.status = 'pending' AND t.locked_by = $7 AND t.locked_at = v.lease";
+        let delete_mode = completion == CompletionMode::Delete && kind == EventKind::Outbox;
+        let (upd_guard, del_cte, del_union) = if delete_mode {
+            (
+                " AND v.action <> 'c'",
+                format!(
+                    "del AS (DELETE FROM {q} AS t USING v WHERE {fence} AND v.action = 'c' RETURNING t.id, 'c'::text AS action, 'deleted'::text AS status), "
+                ),
+                " UNION ALL SELECT id, action, status FROM del",
+            )
+        } else {
+            ("", String::new(), "")
+        };
+        let settle = arc(format!(
+            "WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::bool[], $6::timestamptz[]) \
+               AS v(id, lease, action, error, counted, retry_at)), \
+             upd AS (UPDATE {q} AS t SET \
+               status = CASE WHEN v.action = 'c' THEN 'completed' \
+                 WHEN v.action = 'f' AND v.counted AND t.attempts_made + 1 >= t.max_attempts THEN 'failed' ELSE 'pending' END, \
+               completed_at = CASE WHEN v.action = 'c' THEN GREATEST(now(), t.created_at, t.scheduled_at) ELSE NULL END, \
+               attempts_made = t.attempts_made + CASE WHEN v.action = 'f' AND v.counted THEN 1 ELSE 0 END, \
+               last_error = CASE WHEN v.action = 'f' THEN v.error ELSE t.last_error END, \
+               scheduled_at = CASE WHEN v.action = 'f' AND v.retry_at IS NOT NULL \
+                 THEN LEAST(GREATEST(v.retry_at, t.created_at), t.created_at + $8::bigint * interval '1 microsecond') \
+                 ELSE t.scheduled_at END, \
+               locked_at = NULL, locked_by = NULL, updated_at = timezone('UTC', now()) \
+               FROM v WHERE {fence}{upd_guard} RETURNING t.*, v.action AS action), \
+             {del_cte}\
+             dl AS ({dl_upd}) \
+             SELECT id, action, status::text AS status FROM upd{del_union}"
+        ));
+        let refresh = arc(format!(
+            "UPDATE {q} AS t SET locked_at = now(), updated_at = timezone('UTC', now()) \
+             FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, lease) \
+             WHERE t.id = v.id AND t.status = 'pending' AND t.locked_by = $3 AND t.locked_at = v.lease \
+             RETURNING t.id, t.locked_at"
+        ));
+        let spent = "t.attempts_made + 1 >= t.max_attempts";
+        let release_stale = arc(format!(
+            "WITH s AS (SELECT r.id, r.created_at FROM {q} r WHERE r.locked_at IS NOT NULL \
+               AND r.locked_at < now() - ($1::bigint * interval '1 microsecond') AND r.status = 'pending' \
+               ORDER BY r.locked_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             upd AS (UPDATE {q} AS t SET attempts_made = LEAST(t.attempts_made + 1, t.max_attempts), \
+               last_error = {LEASE_EXPIRED}, status = CASE WHEN {spent} THEN 'failed' ELSE 'pending' END, \
+               locked_at = NULL, locked_by = NULL, updated_at = timezone('UTC', now()) \
+               FROM s WHERE t.id = s.id AND t.created_at = s.created_at RETURNING t.*), \
+             dl AS ({dl_upd}) \
+             SELECT count(*) FILTER (WHERE status = 'pending') AS released, \
+                    count(*) FILTER (WHERE status = 'failed') AS failed FROM upd"
+        ));
+        let delete_completed = arc(format!(
+            "WITH d AS (SELECT r.id, r.created_at FROM {q} r WHERE r.status = 'completed' AND r.completed_at IS NOT NULL \
+               AND r.completed_at < now() - ($1::bigint * interval '1 microsecond') \
+               ORDER BY r.completed_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             DELETE FROM {q} AS t USING d WHERE t.id = d.id AND t.created_at = d.created_at"
+        ));
+        let age = |expr: &str| {
+            format!("(extract(epoch FROM now() - ({expr})) * 1000000)::bigint")
+        };
+        let backlog = arc(format!(
+            "SELECT (SELECT count(*) FROM {q} WHERE status = 'pending') AS pending, \
+               {claimable} AS claimable_age_us, \
+               {oldest} AS pending_age_us, \
+               (SELECT count(*) FROM {q} WHERE locked_at IS NOT NULL) AS leased, \
+               (SELECT count(*) FROM {q} WHERE status = 'failed') AS failed, \
+               (SELECT count(*) FROM {dl}) AS dead_letters",
+            claimable = age(&format!(
+                "SELECT min(scheduled_at) FROM {q} WHERE status = 'pending' AND locked_at IS NULL \
+                 AND attempts_made < max_attempts AND scheduled_at <= now()"
+            )),
+            oldest = age(&format!("SELECT min(created_at) FROM {q} WHERE status = 'pending'")),
+            dl = t.dead_letters,
+        ));
+        let find_message = arc(format!(
+            "SELECT * FROM {q} WHERE message_id = $1 AND consumer_group = $2 ORDER BY created_at DESC, id DESC LIMIT 1"
+        ));
+        let sibling = arc(format!(
+            "SELECT id FROM {q} WHERE message_id = $1 AND consumer_group = $2 AND status = 'completed' AND id <> $3 LIMIT 1"
+        ));
+        let dead_letter = arc(format!(
+            "INSERT INTO {} (id, event_id, kind, event_type, route, message_id, body, headers, error, attempts, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+            t.dead_letters
+        ));
+        Self {
+            insert,
+            insert_guarded,
+            advisory_lock,
+            lookup_by_key,
+            lookup_by_id,
+            claim,
+            fetch_pending,
+            try_lock,
+            get,
+            settle,
+            refresh,
+            release_stale,
+            delete_completed,
+            backlog,
+            find_message,
+            sibling,
+            dead_letter,
+        }
+    }
+}

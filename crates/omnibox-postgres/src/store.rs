@@ -1,0 +1,691 @@
+//! The outbox and inbox stores: every core capability trait, in SQL.
+
+use std::collections::{HashMap, HashSet};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use omnibox_core::error::StoreError;
+use omnibox_core::model::validate::truncate_error;
+use omnibox_core::model::{EventKind, EventStatus, InboxEvent, Limits, OutboxEvent, WorkerId};
+use omnibox_core::store::{
+    Backlog, BacklogStats, ClaimEvents, ClaimRequest, CleanupCompleted, DeadLetter,
+    DeadLetterStore, EventStore, FetchPending, Filters, InboxLookup, InsertEvents, Inserted,
+    LockEvent, LockOutcome, RefreshLeases, ReleaseStale, Settle, SettleEvents, SettleReport,
+    Settlement, StaleReport,
+};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Row};
+use uuid::Uuid;
+
+use crate::config::{CompletionMode, PgStoreConfig, TableNames, Tables};
+use crate::error::ResultExt;
+use crate::row::{PgEvent, PgQuery, bind_common};
+use crate::sql::Statements;
+
+/// The PostgreSQL outbox store.
+pub type PgOutboxStore = PgEventStore<OutboxEvent>;
+/// The PostgreSQL inbox store.
+pub type PgInboxStore = PgEventStore<InboxEvent>;
+
+/// A store for one event table; a cheap-to-clone configuration value that takes the
+/// caller's connection (`&mut PgConnection`, e.g. `&mut *tx`) on every call.
+#[derive(Debug)]
+pub struct PgEventStore<E> {
+    tables: Arc<Tables>,
+    sql: Arc<Statements>,
+    limits: Limits,
+    claim_timeout: Option<Duration>,
+    persistent: bool,
+    completion: CompletionMode,
+    _kind: PhantomData<fn() -> E>,
+}
+
+impl<E> Clone for PgEventStore<E> {
+    fn clone(&self) -> Self {
+        Self {
+            tables: self.tables.clone(),
+            sql: self.sql.clone(),
+            limits: self.limits.clone(),
+            claim_timeout: self.claim_timeout,
+            persistent: self.persistent,
+            completion: self.completion,
+            _kind: PhantomData,
+        }
+    }
+}
+
+fn micros(d: TimeDelta) -> i64 {
+    d.num_microseconds().unwrap_or(i64::MAX)
+}
+
+fn limit_i64(limit: u32) -> Result<i64, StoreError> {
+    if limit == 0 {
+        return Err(StoreError::InvalidRequest("limit must be at least 1".into()));
+    }
+    Ok(i64::from(limit))
+}
+
+impl<E: PgEvent> PgEventStore<E> {
+    /// Build a store from `config`, validating every name and rendering the SQL once.
+    pub fn new(config: &PgStoreConfig) -> Result<Self, StoreError> {
+        config
+            .limits
+            .validate()
+            .map_err(|e| StoreError::InvalidRequest(format!("invalid limits: {e}")))?;
+        let tables = config.tables()?;
+        let names = E::names(&tables).clone();
+        let sql = Statements::build(
+            &tables,
+            &names,
+            E::KIND,
+            E::EXTRA,
+            E::ROUTE,
+            config.completion,
+        );
+        Ok(Self {
+            tables: Arc::new(tables),
+            sql: Arc::new(sql),
+            limits: config.limits.clone(),
+            claim_timeout: config.claim_timeout,
+            persistent: !config.pgbouncer,
+            completion: config.completion,
+            _kind: PhantomData,
+        })
+    }
+
+    /// The table names this store uses.
+    pub fn names(&self) -> &TableNames {
+        E::names(&self.tables)
+    }
+
+    /// The completion mode in effect (the inbox always marks completed).
+    pub fn completion(&self) -> CompletionMode {
+        match E::KIND {
+            EventKind::Outbox => self.completion,
+            EventKind::Inbox => CompletionMode::MarkCompleted,
+        }
+    }
+
+    /// The claim statement (for `EXPLAIN` in tests and diagnostics). Parameters: `$1`
+    /// worker, `$2` limit, `$3` lease TTL in µs, then one `text[]` per filter.
+    pub fn claim_sql(&self) -> &str {
+        &self.sql.claim
+    }
+
+    pub(crate) fn query(&self, sql: &Arc<str>) -> PgQuery<'static> {
+        sqlx::query(AssertSqlSafe(sql.clone())).persistent(self.persistent)
+    }
+
+    fn decode(&self, rows: &[PgRow]) -> Result<Vec<E>, StoreError> {
+        rows.iter().map(|r| E::from_row(r, &self.limits)).collect()
+    }
+
+    fn bind_filters(&self, q: PgQuery<'static>, f: &Filters) -> Result<PgQuery<'static>, StoreError> {
+        match E::KIND {
+            EventKind::Outbox => {
+                if !f.sources.is_empty() {
+                    return Err(StoreError::InvalidRequest(
+                        "the outbox has no `source` column; filter by topic".into(),
+                    ));
+                }
+                Ok(q.bind(f.topics.clone())
+                    .bind(f.aggregate_types.clone())
+                    .bind(f.event_types.clone()))
+            }
+            EventKind::Inbox => {
+                if !f.topics.is_empty() || !f.aggregate_types.is_empty() {
+                    return Err(StoreError::InvalidRequest(
+                        "the inbox has no `topic` or `aggregate_type` column; filter by source".into(),
+                    ));
+                }
+                Ok(q.bind(f.sources.clone()).bind(f.event_types.clone()))
+            }
+        }
+    }
+
+    fn partition_scoped(&self) -> bool {
+        self.names().partitioned
+    }
+
+    /// The dedup identity of an event, when it has one.
+    fn identity(event: &E) -> Option<(String, String)> {
+        match E::KIND {
+            EventKind::Outbox => event
+                .common()
+                .idempotency_key
+                .clone()
+                .map(|k| (k, String::new())),
+            EventKind::Inbox => {
+                let inbox = (event as &dyn std::any::Any).downcast_ref::<InboxEvent>()?;
+                Some((inbox.message_id.clone(), inbox.consumer_group.clone()))
+            }
+        }
+    }
+
+    async fn insert_impl(
+        &self,
+        conn: &mut PgConnection,
+        events: &[E],
+    ) -> Result<Vec<Inserted<E>>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let identities: Vec<Option<(String, String)>> = events.iter().map(Self::identity).collect();
+        let guarded = self.partition_scoped() && identities.iter().any(Option::is_some);
+        if guarded {
+            // Partitioned tables cannot enforce the dedup key across partitions: serialise
+            // writers of the same key with the reference's advisory lock, then insert only
+            // keys that do not exist yet.
+            let keyed: Vec<&(String, String)> = identities.iter().flatten().collect();
+            let q = self.query(&self.sql.advisory_lock);
+            let q = match E::KIND {
+                EventKind::Outbox => q
+                    .bind(self.names().table.as_str().to_owned())
+                    .bind(keyed.iter().map(|k| k.0.clone()).collect::<Vec<_>>()),
+                EventKind::Inbox => q
+                    .bind(keyed.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+                    .bind(keyed.iter().map(|k| k.1.clone()).collect::<Vec<_>>()),
+            };
+            q.execute(&mut *conn).await.op("insert (advisory lock)")?;
+        }
+        let sql = if guarded {
+            &self.sql.insert_guarded
+        } else {
+            &self.sql.insert
+        };
+        let q = E::bind_extra(bind_common(self.query(sql), events), events);
+        let rows = q.fetch_all(&mut *conn).await.op("insert")?;
+        let mut inserted: HashMap<Uuid, E> = HashMap::with_capacity(rows.len());
+        for e in self.decode(&rows)? {
+            inserted.insert(e.id(), e);
+        }
+        let mut by_key: HashMap<(String, String), E> = HashMap::new();
+        let mut by_id: HashMap<Uuid, E> = HashMap::new();
+        if inserted.len() < events.len() {
+            let mut missing_keys = Vec::new();
+            let mut missing_ids = Vec::new();
+            for (e, ident) in events.iter().zip(&identities) {
+                if inserted.contains_key(&e.id()) {
+                    continue;
+                }
+                match ident {
+                    Some(k) => missing_keys.push(k.clone()),
+                    None => missing_ids.push(e.id()),
+                }
+            }
+            if !missing_keys.is_empty() {
+                let q = self.query(&self.sql.lookup_by_key);
+                let q = match E::KIND {
+                    EventKind::Outbox => {
+                        q.bind(missing_keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+                    }
+                    EventKind::Inbox => q
+                        .bind(missing_keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+                        .bind(missing_keys.iter().map(|k| k.1.clone()).collect::<Vec<_>>()),
+                };
+                let rows = q.fetch_all(&mut *conn).await.op("insert (lookup)")?;
+                for e in self.decode(&rows)? {
+                    if let Some(k) = Self::identity(&e) {
+                        by_key.insert(k, e);
+                    }
+                }
+            }
+            if !missing_ids.is_empty() {
+                let rows = self
+                    .query(&self.sql.lookup_by_id)
+                    .bind(missing_ids)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .op("insert (lookup)")?;
+                for e in self.decode(&rows)? {
+                    by_id.insert(e.id(), e);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(events.len());
+        let mut seen_new: HashSet<Uuid> = HashSet::new();
+        for (e, ident) in events.iter().zip(&identities) {
+            if let Some(row) = inserted.get(&e.id()).filter(|_| seen_new.insert(e.id())) {
+                out.push(Inserted::New(row.clone()));
+                continue;
+            }
+            let existing = match ident {
+                Some(k) => by_key.get(k).cloned(),
+                None => by_id.get(&e.id()).cloned().or_else(|| inserted.get(&e.id()).cloned()),
+            };
+            match existing {
+                Some(row) => out.push(Inserted::Duplicate(row)),
+                None => {
+                    return Err(StoreError::Integrity {
+                        message: format!(
+                            "event {} conflicts with a stored row that has a different dedup key",
+                            e.id()
+                        ),
+                        source: None,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Enqueue one event in the caller's transaction (`&mut *tx`). A duplicate
+    /// idempotency key is `Ok(Inserted::Duplicate(stored))` and leaves the transaction
+    /// usable. With a notify channel configured, listeners are woken when the transaction
+    /// commits (never on rollback).
+    pub async fn enqueue(
+        &self,
+        conn: &mut PgConnection,
+        event: &E,
+    ) -> Result<Inserted<E>, StoreError> {
+        let mut v = self.insert_impl(conn, std::slice::from_ref(event)).await?;
+        v.pop().ok_or_else(|| StoreError::Other {
+            operation: "insert",
+            message: "no result row".into(),
+            source: None,
+        })
+    }
+
+    /// Enqueue many events in one round trip (`UNNEST`); results in input order.
+    pub async fn enqueue_many(
+        &self,
+        conn: &mut PgConnection,
+        events: &[E],
+    ) -> Result<Vec<Inserted<E>>, StoreError> {
+        self.insert_impl(conn, events).await
+    }
+
+    /// Bring a terminally failed event back to pending with a fresh budget (and drop its
+    /// dead letters). `false` when the event is not `failed`.
+    pub async fn requeue_failed(&self, conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+        let n = crate::dead_letters::requeue_events(self, conn, &[id]).await?;
+        Ok(n == 1)
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn persistent(&self) -> bool {
+        self.persistent
+    }
+
+    /// `SET LOCAL statement_timeout` for the claim; returns the previous value.
+    async fn set_timeout(&self, conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
+        let Some(t) = self.claim_timeout else {
+            return Ok(None);
+        };
+        let row = sqlx::query(
+            "SELECT current_setting('statement_timeout') AS old, set_config('statement_timeout', $1, true)",
+        )
+        .persistent(self.persistent)
+        .bind(format!("{}ms", t.as_millis().max(1)))
+        .fetch_one(&mut *conn)
+        .await
+        .op("claim (statement_timeout)")?;
+        Ok(Some(row.try_get("old").op("claim (statement_timeout)")?))
+    }
+
+    async fn restore_timeout(&self, conn: &mut PgConnection, old: Option<String>) -> Result<(), StoreError> {
+        if let Some(old) = old {
+            sqlx::query("SELECT set_config('statement_timeout', $1, true)")
+                .persistent(self.persistent)
+                .bind(old)
+                .execute(&mut *conn)
+                .await
+                .op("claim (statement_timeout)")?;
+        }
+        Ok(())
+    }
+}
+
+impl<E: PgEvent> EventStore for PgEventStore<E> {
+    type Event = E;
+    type Conn = PgConnection;
+}
+
+impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
+    async fn claim(&self, conn: &mut PgConnection, req: &ClaimRequest) -> Result<Vec<E>, StoreError> {
+        let limit = limit_i64(req.limit)?;
+        let q = self
+            .query(&self.sql.claim)
+            .bind(req.worker.as_str().to_owned())
+            .bind(limit)
+            .bind(micros(req.lease_ttl));
+        let q = self.bind_filters(q, &req.filters)?;
+        let old = self.set_timeout(conn).await?;
+        let rows = q.fetch_all(&mut *conn).await.op("claim")?;
+        self.restore_timeout(conn, old).await?;
+        self.decode(&rows)
+    }
+}
+
+impl<E: PgEvent> FetchPending for PgEventStore<E> {
+    async fn fetch_pending(
+        &self,
+        conn: &mut PgConnection,
+        filters: &Filters,
+        limit: u32,
+    ) -> Result<Vec<E>, StoreError> {
+        let q = self.query(&self.sql.fetch_pending).bind(limit_i64(limit)?);
+        let rows = self
+            .bind_filters(q, filters)?
+            .fetch_all(&mut *conn)
+            .await
+            .op("fetch_pending")?;
+        self.decode(&rows)
+    }
+}
+
+impl<E: PgEvent> LockEvent for PgEventStore<E> {
+    async fn try_lock(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+        worker: &WorkerId,
+        lease_ttl: TimeDelta,
+        ignore_schedule: bool,
+    ) -> Result<LockOutcome<E>, StoreError> {
+        let row = self
+            .query(&self.sql.try_lock)
+            .bind(worker.as_str().to_owned())
+            .bind(ignore_schedule)
+            .bind(micros(lease_ttl))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .op("try_lock")?;
+        if let Some(row) = row {
+            let e = E::from_row(&row, &self.limits)?;
+            return Ok(if e.common().status == EventStatus::Pending {
+                LockOutcome::Locked(e)
+            } else {
+                LockOutcome::Finished(e)
+            });
+        }
+        let Some(row) = self
+            .query(&self.sql.get)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .op("try_lock")?
+        else {
+            return Ok(LockOutcome::Missing);
+        };
+        let now: DateTime<Utc> = row.try_get("db_now").op("try_lock")?;
+        let e = E::from_row(&row, &self.limits)?;
+        let c = e.common();
+        Ok(if c.status != EventStatus::Pending {
+            LockOutcome::Finished(e)
+        } else if c.locked_at.is_some() {
+            LockOutcome::Busy(e)
+        } else if !ignore_schedule && c.scheduled_at > now {
+            LockOutcome::NotDue(e)
+        } else {
+            // Changed between the two statements (another worker got it).
+            LockOutcome::Busy(e)
+        })
+    }
+}
+
+impl<E: PgEvent> SettleEvents for PgEventStore<E> {
+    async fn settle(
+        &self,
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        settlements: &[Settlement],
+    ) -> Result<SettleReport, StoreError> {
+        let mut report = SettleReport::default();
+        if settlements.is_empty() {
+            return Ok(report);
+        }
+        let mut seen = HashSet::with_capacity(settlements.len());
+        let n = settlements.len();
+        let (mut ids, mut leases, mut actions, mut errors, mut counted, mut retry) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for s in settlements {
+            if !seen.insert(s.id) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "event {} appears twice in one settle call",
+                    s.id
+                )));
+            }
+            ids.push(s.id);
+            leases.push(s.lease);
+            match &s.action {
+                Settle::Complete => {
+                    actions.push("c");
+                    errors.push(None);
+                    counted.push(false);
+                    retry.push(None);
+                }
+                Settle::Fail {
+                    error,
+                    counted: c,
+                    retry_at,
+                } => {
+                    actions.push("f");
+                    errors.push(Some(truncate_error(error, self.limits.last_error_max_bytes)));
+                    counted.push(*c);
+                    retry.push(*retry_at);
+                }
+                Settle::Release => {
+                    actions.push("r");
+                    errors.push(None);
+                    counted.push(false);
+                    retry.push(None);
+                }
+            }
+        }
+        let rows = self
+            .query(&self.sql.settle)
+            .bind(ids)
+            .bind(leases)
+            .bind(actions)
+            .bind(errors)
+            .bind(counted)
+            .bind(retry)
+            .bind(worker.as_str().to_owned())
+            .bind(micros(self.limits.schedule_max_future))
+            .fetch_all(&mut *conn)
+            .await
+            .op("settle")?;
+        let mut applied = HashSet::with_capacity(rows.len());
+        for row in rows {
+            let id: Uuid = row.try_get("id").op("settle")?;
+            let action: String = row.try_get("action").op("settle")?;
+            let status: String = row.try_get("status").op("settle")?;
+            applied.insert(id);
+            match (action.as_str(), status.as_str()) {
+                ("c", _) => report.completed.push(id),
+                ("r", _) => report.released.push(id),
+                (_, "failed") => report.dead_lettered.push(id),
+                _ => report.retrying.push(id),
+            }
+        }
+        report.lease_lost = settlements
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !applied.contains(id))
+            .collect();
+        Ok(report)
+    }
+}
+
+impl<E: PgEvent> RefreshLeases for PgEventStore<E> {
+    async fn refresh(
+        &self,
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        leases: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .query(&self.sql.refresh)
+            .bind(leases.iter().map(|l| l.0).collect::<Vec<_>>())
+            .bind(leases.iter().map(|l| l.1).collect::<Vec<_>>())
+            .bind(worker.as_str().to_owned())
+            .fetch_all(&mut *conn)
+            .await
+            .op("refresh")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id").op("refresh")?, r.try_get("locked_at").op("refresh")?)))
+            .collect()
+    }
+}
+
+impl<E: PgEvent> ReleaseStale for PgEventStore<E> {
+    async fn release_stale(
+        &self,
+        conn: &mut PgConnection,
+        ttl: TimeDelta,
+        limit: u32,
+    ) -> Result<StaleReport, StoreError> {
+        let row = self
+            .query(&self.sql.release_stale)
+            .bind(micros(ttl))
+            .bind(limit_i64(limit)?)
+            .fetch_one(&mut *conn)
+            .await
+            .op("release_stale")?;
+        let released: i64 = row.try_get("released").op("release_stale")?;
+        let failed: i64 = row.try_get("failed").op("release_stale")?;
+        let mut report = StaleReport::default();
+        report.released = u64::try_from(released).unwrap_or(0);
+        report.failed = u64::try_from(failed).unwrap_or(0);
+        Ok(report)
+    }
+}
+
+impl<E: PgEvent> CleanupCompleted for PgEventStore<E> {
+    async fn delete_completed(
+        &self,
+        conn: &mut PgConnection,
+        older_than: TimeDelta,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let r = self
+            .query(&self.sql.delete_completed)
+            .bind(micros(older_than))
+            .bind(limit_i64(limit)?)
+            .execute(&mut *conn)
+            .await
+            .op("delete_completed")?;
+        Ok(r.rows_affected())
+    }
+}
+
+impl<E: PgEvent> InsertEvents for PgEventStore<E> {
+    async fn insert(&self, conn: &mut PgConnection, event: &E) -> Result<Inserted<E>, StoreError> {
+        self.enqueue(conn, event).await
+    }
+
+    async fn insert_many(
+        &self,
+        conn: &mut PgConnection,
+        events: &[E],
+    ) -> Result<Vec<Inserted<E>>, StoreError> {
+        self.insert_impl(conn, events).await
+    }
+}
+
+impl InboxLookup for PgEventStore<InboxEvent> {
+    async fn find_message(
+        &self,
+        conn: &mut PgConnection,
+        message_id: &str,
+        consumer_group: &str,
+    ) -> Result<Option<InboxEvent>, StoreError> {
+        let row = self
+            .query(&self.sql.find_message)
+            .bind(message_id.to_owned())
+            .bind(consumer_group.to_owned())
+            .fetch_optional(&mut *conn)
+            .await
+            .op("find_message")?;
+        row.map(|r| InboxEvent::from_row(&r, &self.limits)).transpose()
+    }
+
+    async fn has_completed_sibling(
+        &self,
+        conn: &mut PgConnection,
+        message_id: &str,
+        consumer_group: &str,
+        exclude: Uuid,
+    ) -> Result<bool, StoreError> {
+        if !self.partition_scoped() {
+            // The unique index makes siblings impossible.
+            return Ok(false);
+        }
+        let row = self
+            .query(&self.sql.sibling)
+            .bind(message_id.to_owned())
+            .bind(consumer_group.to_owned())
+            .bind(exclude)
+            .fetch_optional(&mut *conn)
+            .await
+            .op("has_completed_sibling")?;
+        Ok(row.is_some())
+    }
+}
+
+impl<E: PgEvent> DeadLetterStore for PgEventStore<E> {
+    async fn dead_letter(&self, conn: &mut PgConnection, letter: &DeadLetter) -> Result<(), StoreError> {
+        let headers = letter
+            .headers
+            .as_ref()
+            .map(|h| serde_json::to_string(h).unwrap_or_else(|_| "{}".to_owned()));
+        self.query(&self.sql.dead_letter)
+            .bind(letter.id)
+            .bind(letter.event_id)
+            .bind(letter.kind.clone())
+            .bind(letter.event_type.clone())
+            .bind(letter.route.clone())
+            .bind(letter.message_id.clone())
+            .bind(letter.body.clone())
+            .bind(headers)
+            .bind(letter.error.clone())
+            .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+            .bind(letter.created_at)
+            .execute(&mut *conn)
+            .await
+            .op("dead_letter")?;
+        Ok(())
+    }
+}
+
+impl<E: PgEvent> BacklogStats for PgEventStore<E> {
+    async fn backlog(&self, conn: &mut PgConnection) -> Result<Backlog, StoreError> {
+        let row = self
+            .query(&self.sql.backlog)
+            .fetch_one(&mut *conn)
+            .await
+            .op("backlog")?;
+        let count = |name: &str| -> Result<u64, StoreError> {
+            let v: i64 = row.try_get(name).op("backlog")?;
+            Ok(u64::try_from(v).unwrap_or(0))
+        };
+        let age = |name: &str| -> Result<Option<TimeDelta>, StoreError> {
+            let v: Option<i64> = row.try_get(name).op("backlog")?;
+            Ok(v.map(|us| TimeDelta::microseconds(us.max(0))))
+        };
+        let mut b = Backlog::default();
+        b.pending = count("pending")?;
+        b.oldest_claimable_age = age("claimable_age_us")?;
+        b.oldest_pending_age = age("pending_age_us")?;
+        b.leased = count("leased")?;
+        b.failed = count("failed")?;
+        b.dead_letters = count("dead_letters")?;
+        Ok(b)
+    }
+}

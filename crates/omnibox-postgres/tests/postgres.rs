@@ -1,0 +1,632 @@
+//! omnibox-postgres against a real PostgreSQL (DATABASE_URL).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use common::{TestDb, inbox, outbox, outbox_at};
+use omnibox_core::domain::lease_expired_error;
+use omnibox_core::model::{Event, WorkerId};
+use omnibox_core::store::*;
+use omnibox_postgres::*;
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+fn worker(n: &str) -> WorkerId {
+    WorkerId::new(n).unwrap()
+}
+
+fn complete(events: &[impl Event]) -> Vec<Settlement> {
+    events
+        .iter()
+        .map(|e| Settlement {
+            id: e.id(),
+            lease: e.common().locked_at.unwrap(),
+            action: Settle::Complete,
+        })
+        .collect()
+}
+
+async fn status_of(db: &TestDb, table: &str, id: Uuid) -> (String, i32, Option<String>) {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT status, attempts_made, last_error FROM \"{}\".\"{table}\" WHERE id = $1",
+        db.schema
+    )))
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_keeps_its_own_history() {
+    let db = TestDb::new().await;
+    let cfg = db.config();
+    let first = migrate(&db.pool, &cfg).await.unwrap();
+    assert_eq!(first.len(), 4);
+    assert!(migrate(&db.pool, &cfg).await.unwrap().is_empty());
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(&db.schema)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let names: Vec<_> = rows.into_iter().map(|r| r.0).collect();
+    assert_eq!(
+        names,
+        [
+            "inbox_events",
+            "inbox_events_dead_letters",
+            "omnibox_migrations",
+            "outbox_events",
+            "outbox_events_dead_letters"
+        ]
+    );
+    assert!(!names.iter().any(|n| n == "_sqlx_migrations"));
+}
+
+#[tokio::test]
+async fn hostile_names_are_typed_errors_not_sql() {
+    let db = TestDb::new().await;
+    let cfg = db.config().outbox_table("x; DROP TABLE y");
+    assert!(matches!(
+        migrate(&db.pool, &cfg).await,
+        Err(StoreError::InvalidIdentifier { .. })
+    ));
+    assert!(matches!(
+        PgOutboxStore::new(&cfg),
+        Err(StoreError::InvalidIdentifier { .. })
+    ));
+}
+
+#[test]
+fn shipped_migration_files_match_what_migrate_applies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for (sub, partitioned) in [("", false), ("partitioned", true)] {
+        let migrations = migration_sql(&PgStoreConfig::new().partitioned(partitioned)).unwrap();
+        for (i, m) in migrations.iter().enumerate() {
+            let name = format!("{:04}_{}_v{}.sql", i + 1, m.table, m.version);
+            let path = dir.join(sub).join(name);
+            let body = format!("-- omnibox: {} (table {}, version {})\n{}", m.description, m.table, m.version, m.sql);
+            if std::env::var_os("OMNIBOX_BLESS_MIGRATIONS").is_some() {
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, &body).unwrap();
+            }
+            let shipped = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(shipped, body, "{} is out of date", path.display());
+        }
+    }
+}
+
+#[tokio::test]
+async fn rollback_removes_business_row_and_event_and_commit_keeps_both() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let biz = format!("\"{}\".orders", db.schema);
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE TABLE {biz} (id uuid primary key)")))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for commit in [false, true] {
+        let mut tx = db.pool.begin().await.unwrap();
+        let id = Uuid::now_v7();
+        sqlx::query(AssertSqlSafe(format!("INSERT INTO {biz} VALUES ($1)")))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let ev = outbox("orders", &id.to_string());
+        assert!(!store.enqueue(&mut tx, &ev).await.unwrap().is_duplicate());
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT (SELECT count(*) FROM {biz} WHERE id = $1) + (SELECT count(*) FROM \"{}\".outbox_events WHERE id = $2)",
+            db.schema
+        )))
+        .bind(id)
+        .bind(ev.id())
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(n, if commit { 2 } else { 0 });
+    }
+}
+
+#[tokio::test]
+async fn duplicate_key_is_reported_and_does_not_abort_the_transaction() {
+    for partitioned in [false, true] {
+        let (db, cfg) = TestDb::migrated(partitioned).await;
+        let store = PgOutboxStore::new(&cfg).unwrap();
+        let inbox_store = PgInboxStore::new(&cfg).unwrap();
+        let mut tx = db.pool.begin().await.unwrap();
+        let mk = |key: &str| {
+            omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "topic", "k")
+                .payload(serde_json::json!({"a": 1}))
+                .idempotency_key(key)
+                .build()
+                .unwrap()
+        };
+        let a = mk("key-1");
+        let first = store.enqueue(&mut tx, &a).await.unwrap();
+        assert!(!first.is_duplicate());
+        // Same key, different created_at (another partition in the partitioned layout).
+        let b = omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "topic", "k")
+            .payload(serde_json::json!({"a": 2}))
+            .idempotency_key("key-1")
+            .created_at(chrono::Utc::now() - TimeDelta::days(3))
+            .scheduled_at(chrono::Utc::now() - TimeDelta::days(3))
+            .build()
+            .unwrap();
+        match store.enqueue(&mut tx, &b).await.unwrap() {
+            Inserted::Duplicate(e) => assert_eq!(e.id(), a.id()),
+            other => panic!("expected duplicate, got {other:?}"),
+        }
+        // Batch: new, in-batch duplicate, existing duplicate; results in input order.
+        let c = mk("key-2");
+        let c2 = mk("key-2");
+        let res = store
+            .insert_many(&mut tx, &[c.clone(), c2, a.clone()])
+            .await
+            .unwrap();
+        assert!(matches!(&res[0], Inserted::New(e) if e.id() == c.id()));
+        assert!(matches!(&res[1], Inserted::Duplicate(e) if e.id() == c.id()));
+        assert!(matches!(&res[2], Inserted::Duplicate(e) if e.id() == a.id()));
+        // Inbox dedup on (message_id, consumer_group).
+        let m1 = inbox("m-1");
+        assert!(!inbox_store.insert(&mut tx, &m1).await.unwrap().is_duplicate());
+        let dup = inbox_store.insert(&mut tx, &inbox("m-1")).await.unwrap();
+        assert!(matches!(dup, Inserted::Duplicate(e) if e.id() == m1.id()));
+        // The transaction is still usable and commits everything.
+        sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        assert_eq!(store.backlog(&mut conn).await.unwrap().pending, 2);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_workers_never_hold_the_same_row() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let events: Vec<_> = (0..300).map(|i| outbox("t", &format!("k{i}"))).collect();
+    let mut conn = db.pool.acquire().await.unwrap();
+    store.insert_many(&mut conn, &events).await.unwrap();
+    drop(conn);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let (pool, store, seen) = (db.pool.clone(), store.clone(), seen.clone());
+        tasks.push(tokio::spawn(async move {
+            let me = worker(&format!("w{w}"));
+            loop {
+                let mut tx = pool.begin().await.unwrap();
+                let batch = store.claim(&mut tx, &ClaimRequest::new(me.clone(), 7)).await.unwrap();
+                tx.commit().await.unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                seen.lock().unwrap().extend(batch.iter().map(|e| e.id()));
+                let mut tx = pool.begin().await.unwrap();
+                let r = store.settle(&mut tx, &me, &complete(&batch)).await.unwrap();
+                assert_eq!(r.completed.len(), batch.len());
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t).await.unwrap().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), 300, "every row claimed exactly once");
+    assert_eq!(unique.len(), 300);
+}
+
+#[tokio::test]
+async fn a_worker_whose_connection_dies_loses_its_locks() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let events: Vec<_> = (0..5).map(|i| outbox("t", &format!("k{i}"))).collect();
+    store.insert_many(&mut db.pool.acquire().await.unwrap(), &events).await.unwrap();
+    let mut doomed = db.pool.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *doomed).await.unwrap();
+    let got = store.claim(&mut doomed, &ClaimRequest::new(worker("a"), 5)).await.unwrap();
+    assert_eq!(got.len(), 5);
+    // While A's transaction is open, B sees nothing claimable.
+    let mut tx = db.pool.begin().await.unwrap();
+    assert!(store.claim(&mut tx, &ClaimRequest::new(worker("b"), 5)).await.unwrap().is_empty());
+    tx.rollback().await.unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&db.pool).await.unwrap();
+    assert!(killed);
+    let err = sqlx::query("SELECT 1").execute(&mut *doomed).await;
+    assert!(err.is_err());
+    drop(doomed);
+    let mut tx = db.pool.begin().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let got = store.claim(&mut tx, &ClaimRequest::new(worker("b"), 5)).await.unwrap();
+            if !got.is_empty() {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|e| e.common().attempts_made == 0));
+}
+
+#[tokio::test]
+async fn stale_leases_are_recovered_and_count_an_attempt() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let e1 = outbox("t", "k1");
+    let e2 = omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "t", "k2")
+        .payload(serde_json::json!({"a": 1}))
+        .max_attempts(1)
+        .build()
+        .unwrap();
+    store.insert_many(&mut conn, &[e1.clone(), e2.clone()]).await.unwrap();
+    let got = store.claim(&mut conn, &ClaimRequest::new(worker("dead"), 10)).await.unwrap();
+    assert_eq!(got.len(), 2);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let r = store.release_stale(&mut conn, TimeDelta::milliseconds(1), 100).await.unwrap();
+    assert_eq!((r.released, r.failed), (1, 1));
+    let (st, attempts, err) = status_of(&db, "outbox_events", e1.id()).await;
+    assert_eq!((st.as_str(), attempts), ("pending", 1));
+    assert_eq!(err.unwrap(), lease_expired_error("dead"));
+    assert_eq!(status_of(&db, "outbox_events", e2.id()).await.0, "failed");
+    let letters = store.list_dead_letters(&mut conn, 10, 0).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_id, Some(e2.id()));
+    // Claim-time takeover of an expired lease counts too, and the new owner gets it.
+    let got = store.claim(&mut conn, &ClaimRequest::new(worker("a"), 10)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let req = ClaimRequest::new(worker("b"), 10).lease_ttl(TimeDelta::milliseconds(1));
+    let taken = store.claim(&mut conn, &req).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].common().attempts_made, 2);
+    assert_eq!(taken[0].common().locked_by.as_deref(), Some("b"));
+    // The old owner's settlement is fenced off.
+    let r = store.settle(&mut conn, &worker("a"), &complete(&got)).await.unwrap();
+    assert_eq!(r.lease_lost, vec![e1.id()]);
+    let r = store.settle(&mut conn, &worker("b"), &complete(&taken)).await.unwrap();
+    assert_eq!(r.completed, vec![e1.id()]);
+}
+
+#[tokio::test]
+async fn per_key_order_holds_under_concurrent_workers() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut events = Vec::new();
+    for i in 0..30 {
+        for k in 0..4 {
+            events.push(outbox_at("t", &format!("key{k}"), i * 4 + k));
+        }
+    }
+    store.insert_many(&mut db.pool.acquire().await.unwrap(), &events).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let (pool, store) = (db.pool.clone(), store.clone());
+        tasks.push(tokio::spawn(async move {
+            let me = worker(&format!("w{w}"));
+            let mut idle = 0;
+            while idle < 20 {
+                let mut tx = pool.begin().await.unwrap();
+                let batch = store.claim(&mut tx, &ClaimRequest::new(me.clone(), 10)).await.unwrap();
+                tx.commit().await.unwrap();
+                let keys: HashSet<_> = batch.iter().map(|e| e.partition_key.clone()).collect();
+                assert_eq!(keys.len(), batch.len(), "at most one event per key in a batch");
+                if batch.is_empty() {
+                    idle += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                idle = 0;
+                let mut tx = pool.begin().await.unwrap();
+                store.settle(&mut tx, &me, &complete(&batch)).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(120), t).await.unwrap().unwrap();
+    }
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT partition_key, completed_at FROM \"{}\".outbox_events WHERE status = 'completed' ORDER BY partition_key, created_at, id",
+        db.schema
+    )))
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 120);
+    let mut last: HashMap<String, chrono::DateTime<chrono::Utc>> = HashMap::new();
+    for r in rows {
+        let key: String = r.get(0);
+        let at: chrono::DateTime<chrono::Utc> = r.get(1);
+        if let Some(prev) = last.insert(key.clone(), at) {
+            assert!(at > prev, "key {key} completed out of order");
+        }
+    }
+}
+
+#[tokio::test]
+async fn terminal_failures_are_dead_lettered_grouped_replayed_and_discarded() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let mk = || {
+        omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "t", Uuid::now_v7().to_string())
+            .payload(serde_json::json!({"a": 1}))
+            .max_attempts(2)
+            .build()
+            .unwrap()
+    };
+    let events: Vec<_> = (0..3).map(|_| mk()).collect();
+    store.insert_many(&mut conn, &events).await.unwrap();
+    let me = worker("w");
+    for round in 0..2 {
+        let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 10)).await.unwrap();
+        assert_eq!(got.len(), 3);
+        let s: Vec<_> = got
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Settlement {
+                id: e.id(),
+                lease: e.common().locked_at.unwrap(),
+                action: Settle::Fail {
+                    error: format!("broker said no to order {}", 1000 + i * (i % 2 + 1) * 7 + round),
+                    counted: true,
+                    retry_at: None,
+                },
+            })
+            .collect();
+        let r = store.settle(&mut conn, &me, &s).await.unwrap();
+        if round == 0 {
+            assert_eq!(r.retrying.len(), 3);
+        } else {
+            assert_eq!(r.dead_lettered.len(), 3);
+        }
+    }
+    let groups = store.dead_letter_groups(&mut conn).await.unwrap();
+    assert_eq!(groups.len(), 1, "numbers are masked in the fingerprint");
+    assert_eq!(groups[0].count, 3);
+    let letters = store.list_dead_letters(&mut conn, 10, 0).await.unwrap();
+    let one = letters[0].id;
+    let r = store
+        .replay_dead_letters(&mut conn, &DeadLetterSelector::Ids(vec![one]))
+        .await
+        .unwrap();
+    assert_eq!((r.replayed, r.skipped), (1, 0));
+    let b = store.backlog(&mut conn).await.unwrap();
+    assert_eq!((b.pending, b.failed, b.dead_letters), (1, 2, 2));
+    let r = store
+        .replay_dead_letters(&mut conn, &DeadLetterSelector::Fingerprint(groups[0].fingerprint.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.replayed, 2);
+    // Discard: fail one terminally again, then discard its letter.
+    let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 1)).await.unwrap();
+    let s = vec![Settlement {
+        id: got[0].id(),
+        lease: got[0].common().locked_at.unwrap(),
+        action: Settle::Fail { error: "x".into(), counted: true, retry_at: None },
+    }];
+    store.settle(&mut conn, &me, &s).await.unwrap();
+    let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 3)).await.unwrap();
+    let s: Vec<_> = got
+        .iter()
+        .map(|e| Settlement {
+            id: e.id(),
+            lease: e.common().locked_at.unwrap(),
+            action: Settle::Fail { error: "y".into(), counted: true, retry_at: None },
+        })
+        .collect();
+    store.settle(&mut conn, &me, &s).await.unwrap();
+    assert!(store.backlog(&mut conn).await.unwrap().dead_letters >= 1);
+    let n = store.discard_dead_letters(&mut conn, &DeadLetterSelector::All).await.unwrap();
+    assert!(n >= 1);
+    assert_eq!(store.backlog(&mut conn).await.unwrap().dead_letters, 0);
+    // requeue_failed by event id.
+    let failed: Uuid = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT id FROM \"{}\".outbox_events WHERE status = 'failed' LIMIT 1",
+        db.schema
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert!(store.requeue_failed(&mut conn, failed).await.unwrap());
+    assert!(!store.requeue_failed(&mut conn, failed).await.unwrap());
+}
+
+#[tokio::test]
+async fn claim_plan_uses_the_pending_index_and_its_cost_stays_flat() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let table = format!("\"{}\".outbox_events", db.schema);
+    let fill = |from: i64, to: i64| {
+        format!(
+            "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
+             aggregate_type, aggregate_id, topic, partition_key) \
+             SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
+             now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', 'k' || g \
+             FROM generate_series({from}, {to}) g"
+        )
+    };
+    let explain = |sql: String| {
+        let pool = db.pool.clone();
+        let table = table.clone();
+        async move {
+            sqlx::query(AssertSqlSafe(format!("ANALYZE {table}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+                .bind("w")
+                .bind(500_i64)
+                .bind(300_000_000_i64)
+                .bind(Vec::<String>::new())
+                .bind(Vec::<String>::new())
+                .bind(Vec::<String>::new())
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let cost = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
+            (plan.to_string(), cost)
+        }
+    };
+    sqlx::query(AssertSqlSafe(fill(1, 1_000))).execute(&db.pool).await.unwrap();
+    let (plan_small, cost_small) = explain(store.claim_sql().to_owned()).await;
+    sqlx::query(AssertSqlSafe(fill(1_001, 1_000_000))).execute(&db.pool).await.unwrap();
+    let (plan_big, cost_big) = explain(store.claim_sql().to_owned()).await;
+    for plan in [&plan_small, &plan_big] {
+        assert!(plan.contains("idx_outbox_events_pending_fetch"), "{plan}");
+    }
+    assert!(
+        cost_big < cost_small * 3.0,
+        "claim cost grew from {cost_small} (1k rows) to {cost_big} (1M rows): {plan_big}"
+    );
+}
+
+#[tokio::test]
+async fn notify_wakes_listeners_only_on_commit() {
+    let db = TestDb::new().await;
+    let channel = format!("ob_{}", Uuid::new_v4().simple());
+    let cfg = db.config().notify_channel(channel.clone());
+    migrate(&db.pool, &cfg).await.unwrap();
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut wake = Wakeup::connect(&db.pool, &cfg, Duration::from_millis(300)).await.unwrap();
+    assert!(wake.is_listening());
+    let mut tx = db.pool.begin().await.unwrap();
+    store.enqueue(&mut tx, &outbox("t", "k")).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(wake.wait().await, Woken::Poll);
+    let mut tx = db.pool.begin().await.unwrap();
+    store.insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
+    store.enqueue(&mut tx, &outbox("t", "c")).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut wake2 = Wakeup::connect(&db.pool, &cfg.clone().pgbouncer(true), Duration::from_millis(10)).await.unwrap();
+    assert!(!wake2.is_listening(), "PgBouncer mode is poll-only");
+    assert_eq!(wake2.wait().await, Woken::Poll);
+    let woke = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if wake.wait().await == Woken::Notified {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(woke.is_ok());
+}
+
+#[tokio::test]
+async fn pgbouncer_mode_leaves_no_prepared_statements_and_timeout_is_restored() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let cfg = cfg.pgbouncer(true).claim_timeout(Duration::from_millis(1500));
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let before: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let prepared_before: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    store.insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
+    let got = store.claim(&mut tx, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
+    store.settle(&mut tx, &worker("w"), &complete(&got)).await.unwrap();
+    let after: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let prepared_after: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
+        .persistent(false)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(prepared_before, prepared_after);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn claim_timeout_cancels_a_blocked_claim_as_a_timeout() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg.claim_timeout(Duration::from_millis(200))).unwrap();
+    store.insert(&mut db.pool.acquire().await.unwrap(), &outbox("t", "k")).await.unwrap();
+    // An exclusive table lock makes the claim wait; the statement timeout ends it.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{}\".outbox_events IN ACCESS EXCLUSIVE MODE", db.schema)))
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    let err = store.claim(&mut tx, &ClaimRequest::new(worker("w"), 5)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
+    holder.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_mode_removes_completed_rows() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg.completion(CompletionMode::Delete)).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    store.insert_many(&mut conn, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
+    let got = store.claim(&mut conn, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
+    let r = store.settle(&mut conn, &worker("w"), &complete(&got)).await.unwrap();
+    assert_eq!(r.completed.len(), 2);
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".outbox_events", db.schema)))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn partitions_are_created_ahead_and_expired_ones_dropped() {
+    let (db, cfg) = TestDb::migrated(true).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    let now = chrono::Utc::now();
+    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now - TimeDelta::days(5), 7, TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert_eq!(r.created.len(), 8);
+    // An event in an old partition keeps it alive while pending.
+    let old = omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "t", "k")
+        .payload(serde_json::json!({"a": 1}))
+        .created_at(now - TimeDelta::days(5))
+        .scheduled_at(now - TimeDelta::days(5))
+        .build()
+        .unwrap();
+    store.insert(&mut conn, &old).await.unwrap();
+    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now, 2, TimeDelta::days(2)).await.unwrap();
+    assert_eq!(r.kept.len(), 1, "{r:?}");
+    assert_eq!(r.dropped.len(), 2, "{r:?}");
+    let got = store.claim(&mut conn, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
+    assert_eq!(got.len(), 1);
+    store.settle(&mut conn, &worker("w"), &complete(&got)).await.unwrap();
+    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now, 2, TimeDelta::days(2)).await.unwrap();
+    assert_eq!(r.dropped.len(), 1, "{r:?}");
+    let plain = PgOutboxStore::new(&PgStoreConfig::new().schema(db.schema.clone())).unwrap();
+    assert!(matches!(
+        partition::maintain(&mut conn, plain.names(), partition::Period::Day, now, 1, TimeDelta::days(1)).await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+}

@@ -1,0 +1,58 @@
+//! Layering checks: dependencies point inward to core.
+
+use std::process::Command;
+
+/// Crates that do I/O and must never appear in omnibox-core's dependency closure.
+const IO_CLIENTS: &[&str] = &["sqlx", "rdkafka", "lapin", "async-nats", "tokio-postgres", "reqwest", "hyper"];
+
+/// Adapter crates: none may depend on another.
+const ADAPTERS: &[&str] = &[
+    "omnibox-postgres",
+    "omnibox-kafka",
+    "omnibox-rabbitmq",
+    "omnibox-nats",
+    "omnibox-metrics",
+    "omnibox-otel",
+];
+
+fn closure(package: &str) -> Result<Vec<String>, String> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--no-dedupe"])
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree -p {package} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect())
+}
+
+/// Run every check.
+pub fn run() -> Result<(), String> {
+    let mut problems = Vec::new();
+    let core = closure("omnibox-core")?;
+    for client in IO_CLIENTS {
+        if core.iter().any(|c| c == client) {
+            problems.push(format!("omnibox-core depends (transitively) on the I/O client `{client}`"));
+        }
+    }
+    for adapter in ADAPTERS {
+        let deps = closure(adapter)?;
+        for other in ADAPTERS {
+            if other != adapter && deps.iter().any(|d| d == other) {
+                problems.push(format!("adapter `{adapter}` depends on adapter `{other}`"));
+            }
+        }
+    }
+    if problems.is_empty() {
+        eprintln!("tidy: layering ok (omnibox-core has no I/O client; adapters are independent)");
+        Ok(())
+    } else {
+        Err(format!("tidy failed:\n  {}", problems.join("\n  ")))
+    }
+}
