@@ -33,6 +33,8 @@ pub mod relay;
 pub mod router;
 pub mod shutdown;
 pub mod store;
+pub mod wake;
+pub mod worker;
 
 pub use error::{
     BoxError, ConsumeError, DomainError, EnvelopeError, Error, FailureKind, HandlerError,

@@ -52,6 +52,9 @@ pub struct OutboxRelay<S: EventStore, P> {
     job: String,
     batch_size: u32,
     limit: Option<Arc<Semaphore>>,
+    publish_timeout: Duration,
+    publish_concurrency: usize,
+    lease_ttl: TimeDelta,
     _publisher: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -221,8 +224,14 @@ where
             .into());
         }
         let job = self.opts.job_name.clone();
+        let publish_timeout = self.opts.publish_timeout;
+        let publish_concurrency = self.opts.publish_concurrency.max(1);
+        let lease_ttl = self.opts.lease_ttl;
         Ok(OutboxRelay {
             job,
+            publish_timeout,
+            publish_concurrency,
+            lease_ttl,
             processor: outbox_processor(self.store, self.publisher, self.opts)?,
             batch_size: self.batch_size,
             limit: self.concurrency_limit.map(|n| Arc::new(Semaphore::new(n))),
@@ -243,6 +252,32 @@ where
     /// Events per batch.
     pub fn batch_size(&self) -> u32 {
         self.batch_size
+    }
+
+    /// Time the broker has to acknowledge one publish.
+    pub fn publish_timeout(&self) -> Duration {
+        self.publish_timeout
+    }
+
+    /// Publishes in flight within one batch.
+    pub fn publish_concurrency(&self) -> usize {
+        self.publish_concurrency
+    }
+
+    /// Lease length of claimed events.
+    pub fn lease_ttl(&self) -> TimeDelta {
+        self.lease_ttl
+    }
+
+    /// The longest one batch can keep its leases while publishing: `publish_timeout ×
+    /// ceil(batch_size / publish_concurrency)` (each publish is cut off at the timeout, and
+    /// a timeout stops the batch).
+    pub fn worst_case_publish_time(&self) -> Duration {
+        let rounds = u32::try_from(
+            (self.batch_size as usize).div_ceil(self.publish_concurrency.max(1)),
+        )
+        .unwrap_or(u32::MAX);
+        self.publish_timeout.saturating_mul(rounds)
     }
 
     /// Publish one batch without holding a transaction while the broker is called: the

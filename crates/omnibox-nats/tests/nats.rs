@@ -13,10 +13,11 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| {
-        panic!("NATS_URL is not set: point it at a NATS server with JetStream, e.g. nats://127.0.0.1:4222")
-    })
+async fn nats_url() -> String {
+    // NATS_URL, else a testcontainers NATS with JetStream, else a loud error naming NATS_URL.
+    omnibox_testing::nats_url()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
@@ -32,7 +33,7 @@ struct Fixture {
 
 impl Fixture {
     async fn new(configure: impl FnOnce(&mut jetstream::stream::Config)) -> Self {
-        let client = within(async_nats::connect(nats_url()))
+        let client = within(async_nats::connect(nats_url().await))
             .await
             .expect("connect to NATS_URL");
         let js = jetstream::new(client);
@@ -134,7 +135,7 @@ async fn republishing_the_same_event_is_a_success_and_stores_one_message() {
 
 #[tokio::test]
 async fn subject_without_stream_is_permanent() {
-    let client = within(async_nats::connect(nats_url())).await.unwrap();
+    let client = within(async_nats::connect(nats_url().await)).await.unwrap();
     let publisher = NatsPublisher::new(jetstream::new(client));
     let topic = format!("omnibox-test-nostream-{}", uuid::Uuid::new_v4().simple());
     let err = within(publisher.publish(&event(&topic))).await.unwrap_err();
@@ -317,7 +318,7 @@ async fn malformed_messages_arrive_as_errors_with_a_working_ack() {
 
 #[tokio::test]
 async fn missing_stream_is_a_permanent_consume_error() {
-    let client = within(async_nats::connect(nats_url())).await.unwrap();
+    let client = within(async_nats::connect(nats_url().await)).await.unwrap();
     let mut consumer = NatsConsumer::new(
         jetstream::new(client),
         format!("OMNIBOX_TEST_MISSING_{}", uuid::Uuid::new_v4().simple()),

@@ -19,10 +19,11 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| {
-        panic!("AMQP_URL is not set: point it at a RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/%2f")
-    })
+async fn amqp_url() -> String {
+    // AMQP_URL, else a testcontainers RabbitMQ, else a loud error naming AMQP_URL.
+    omnibox_testing::amqp_url()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn within<T>(fut: impl std::future::Future<Output = T>) -> T {
@@ -36,7 +37,7 @@ fn unique(prefix: &str) -> String {
 async fn connect() -> Arc<Connection> {
     Arc::new(
         within(Connection::connect(
-            &amqp_url(),
+            &amqp_url().await,
             ConnectionProperties::default(),
         ))
         .await

@@ -205,7 +205,13 @@ where
         let mut tx = self.begin().await;
         let r = self.ctx.ok(
             self.store
-                .try_lock(&mut tx, id, &worker("conformance-peek"), TimeDelta::days(1), false)
+                .try_lock(
+                    &mut tx,
+                    id,
+                    &worker("conformance-peek"),
+                    TimeDelta::days(1),
+                    false,
+                )
                 .await,
             "try_lock (peek)",
         );
@@ -215,7 +221,9 @@ where
             LockOutcome::Locked(e) => {
                 let mut tx = self.begin().await;
                 let fetched = self.ctx.ok(
-                    self.store.fetch_pending(&mut tx, &Filters::none(), 10_000).await,
+                    self.store
+                        .fetch_pending(&mut tx, &Filters::none(), 10_000)
+                        .await,
                     "fetch_pending (peek)",
                 );
                 self.commit(tx).await;

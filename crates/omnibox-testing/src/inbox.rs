@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use omnibox_core::model::{Event, InboxEvent};
-use omnibox_core::store::{InboxLookup, InsertEvents, LockOutcome, Settle, Transactions};
+use omnibox_core::store::{InboxLookup, LockOutcome, Settle, Transactions};
 
 use crate::fixtures::{SAMPLE_GROUP, SampleEvent, past};
 use crate::harness::{FullStore, Harness, LONG_LEASE, ids, settlement};
@@ -35,7 +35,14 @@ where
     Fut: Future<Output = (T, S)>,
 {
     run_generic!(SUITE, make);
-    run_each!(SUITE, make, dedup_by_message_and_group, lookups, try_lock_schedule, no_key_ordering);
+    run_each!(
+        SUITE,
+        make,
+        dedup_by_message_and_group,
+        lookups,
+        try_lock_schedule,
+        no_key_ordering
+    );
 }
 
 fn message(id: &str, group: &str) -> InboxEvent {
@@ -58,22 +65,38 @@ where
     let mut tx = h.begin().await;
     let r = h.ctx.ok(h.store.insert(&mut tx, &m1).await, "insert");
     h.ctx.ensure(!r.is_duplicate(), "first insert");
-    let r = h.ctx.ok(h.store.insert(&mut tx, &message("m1", SAMPLE_GROUP)).await, "insert");
+    let r = h.ctx.ok(
+        h.store.insert(&mut tx, &message("m1", SAMPLE_GROUP)).await,
+        "insert",
+    );
     h.ctx.ensure(
         matches!(&r, omnibox_core::store::Inserted::Duplicate(e) if e.id() == m1.id()),
         format_args!("same (message_id, group) must be the stored event, got {r:?}"),
     );
     let other = message("m1", "other-group");
-    let r = h.ctx.ok(h.store.insert(&mut tx, &other).await, "insert other group");
-    h.ctx.ensure(!r.is_duplicate(), "another group is a new event");
+    let r = h
+        .ctx
+        .ok(h.store.insert(&mut tx, &other).await, "insert other group");
+    h.ctx
+        .ensure(!r.is_duplicate(), "another group is a new event");
     let m2 = message("m2", SAMPLE_GROUP);
     let r = h.ctx.ok(
         h.store
-            .insert_many(&mut tx, &[m2.clone(), message("m2", SAMPLE_GROUP), message("m1", SAMPLE_GROUP)])
+            .insert_many(
+                &mut tx,
+                &[
+                    m2.clone(),
+                    message("m2", SAMPLE_GROUP),
+                    message("m1", SAMPLE_GROUP),
+                ],
+            )
             .await,
         "insert_many with duplicates (reference bug 9)",
     );
-    let shape: Vec<_> = r.iter().map(|i| (i.is_duplicate(), i.event().id())).collect();
+    let shape: Vec<_> = r
+        .iter()
+        .map(|i| (i.is_duplicate(), i.event().id()))
+        .collect();
     h.ctx.eq(
         shape,
         vec![(false, m2.id()), (true, m2.id()), (true, m1.id())],
@@ -91,21 +114,35 @@ where
     let m1 = message("m1", SAMPLE_GROUP);
     h.insert(std::slice::from_ref(&m1)).await;
     let mut tx = h.begin().await;
-    let found = h.ctx.ok(h.store.find_message(&mut tx, "m1", SAMPLE_GROUP).await, "find_message");
-    h.ctx.eq(found.map(|e| e.id()), Some(m1.id()), "find_message");
-    let none = h.ctx.ok(h.store.find_message(&mut tx, "m1", "nobody").await, "find_message");
-    h.ctx.ensure(none.is_none(), "find_message for another group");
+    let found = h.ctx.ok(
+        h.store.find_message(&mut tx, "m1", SAMPLE_GROUP).await,
+        "find_message",
+    );
+    h.ctx
+        .eq(found.map(|e| e.id()), Some(m1.id()), "find_message");
+    let none = h.ctx.ok(
+        h.store.find_message(&mut tx, "m1", "nobody").await,
+        "find_message",
+    );
+    h.ctx
+        .ensure(none.is_none(), "find_message for another group");
     let sib = h.ctx.ok(
-        h.store.has_completed_sibling(&mut tx, "m1", SAMPLE_GROUP, m1.id()).await,
+        h.store
+            .has_completed_sibling(&mut tx, "m1", SAMPLE_GROUP, m1.id())
+            .await,
         "has_completed_sibling",
     );
-    h.ctx.ensure(!sib, "a pending event is no completed sibling of itself");
+    h.ctx
+        .ensure(!sib, "a pending event is no completed sibling of itself");
     h.commit(tx).await;
     let got = h.claim("w1", 1).await;
-    h.settle("w1", &[settlement(&h.ctx, &got[0], Settle::Complete)]).await;
+    h.settle("w1", &[settlement(&h.ctx, &got[0], Settle::Complete)])
+        .await;
     let mut tx = h.begin().await;
     let own = h.ctx.ok(
-        h.store.has_completed_sibling(&mut tx, "m1", SAMPLE_GROUP, m1.id()).await,
+        h.store
+            .has_completed_sibling(&mut tx, "m1", SAMPLE_GROUP, m1.id())
+            .await,
         "has_completed_sibling",
     );
     let other = h.ctx.ok(
@@ -115,8 +152,12 @@ where
         "has_completed_sibling",
     );
     h.commit(tx).await;
-    h.ctx.ensure(!own, "the excluded event itself counted as a sibling");
-    h.ctx.ensure(other, "a completed event with the same key is a sibling of another id");
+    h.ctx
+        .ensure(!own, "the excluded event itself counted as a sibling");
+    h.ctx.ensure(
+        other,
+        "a completed event with the same key is a sibling of another id",
+    );
 }
 
 async fn try_lock_schedule<T, S>(h: &Harness<'_, T, S>)
@@ -128,14 +169,27 @@ where
     let e = InboxEvent::sample("orders", "m1", past(), Some(later), 6);
     h.insert(std::slice::from_ref(&e)).await;
     let r = h.try_lock("w1", e.id(), LONG_LEASE, false).await;
-    h.ctx.ensure(matches!(r, LockOutcome::NotDue(_)), format_args!("not due: {r:?}"));
+    h.ctx.ensure(
+        matches!(r, LockOutcome::NotDue(_)),
+        format_args!("not due: {r:?}"),
+    );
     let LockOutcome::Locked(held) = h.try_lock("w1", e.id(), LONG_LEASE, true).await else {
-        h.ctx.fail("ignore_schedule must lock an event that is not due")
+        h.ctx
+            .fail("ignore_schedule must lock an event that is not due")
     };
-    let r = h.settle("w1", &[settlement(&h.ctx, &held, Settle::Complete)]).await;
-    h.ctx.eq(r.completed, vec![e.id()], "completing an event scheduled later");
+    let r = h
+        .settle("w1", &[settlement(&h.ctx, &held, Settle::Complete)])
+        .await;
+    h.ctx.eq(
+        r.completed,
+        vec![e.id()],
+        "completing an event scheduled later",
+    );
     let r = h.try_lock("w2", e.id(), LONG_LEASE, true).await;
-    h.ctx.ensure(matches!(r, LockOutcome::Finished(_)), format_args!("finished: {r:?}"));
+    h.ctx.ensure(
+        matches!(r, LockOutcome::Finished(_)),
+        format_args!("finished: {r:?}"),
+    );
 }
 
 async fn no_key_ordering<T, S>(h: &Harness<'_, T, S>)
@@ -147,5 +201,9 @@ where
     let a = InboxEvent::sample("orders", "m1", t, None, 6);
     let b = InboxEvent::sample("orders", "m2", t + chrono::TimeDelta::seconds(1), None, 6);
     h.insert(&[a.clone(), b.clone()]).await;
-    h.ctx.eq(ids(&h.claim("w1", 10).await), vec![a.id(), b.id()], "inbox claims are not per key");
+    h.ctx.eq(
+        ids(&h.claim("w1", 10).await),
+        vec![a.id(), b.id()],
+        "inbox claims are not per key",
+    );
 }

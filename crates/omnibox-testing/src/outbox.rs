@@ -4,7 +4,7 @@ use std::future::Future;
 
 use chrono::{TimeDelta, Utc};
 use omnibox_core::model::{Event, OutboxEvent};
-use omnibox_core::store::{Inserted, InsertEvents, Settle, Transactions};
+use omnibox_core::store::{Inserted, Settle, Transactions};
 
 use crate::fixtures::{SampleEvent, past};
 use crate::harness::{FullStore, Harness, ids, settlement};
@@ -71,9 +71,12 @@ where
     got_ids.sort();
     let mut want = vec![a1.id(), b1.id(), x2.id(), y1.id(), other_topic.id()];
     want.sort();
-    h.ctx.eq(got_ids, want, "heads of each (topic, partition_key)");
     h.ctx
-        .ensure(h.claim("w2", 100).await.is_empty(), "a key with a leased head was claimable");
+        .eq(got_ids, want, "heads of each (topic, partition_key)");
+    h.ctx.ensure(
+        h.claim("w2", 100).await.is_empty(),
+        "a key with a leased head was claimable",
+    );
 
     let by_id = |id| got.iter().find(|e| e.id() == id).cloned();
     let retry = Some(Utc::now() + TimeDelta::seconds(3600));
@@ -91,7 +94,8 @@ where
         settle.push(settlement(&h.ctx, e, action));
     }
     let r = h.settle("w1", &settle).await;
-    h.ctx.eq(r.dead_lettered, vec![y1.id()], "dead-lettered head");
+    h.ctx
+        .eq(r.dead_lettered, vec![y1.id()], "dead-lettered head");
     h.ctx.ensure(by_id(a1.id()).is_some(), "a1 claimed");
     let next = h.claim("w2", 100).await;
     h.ctx.eq(
@@ -107,38 +111,58 @@ where
     T: Transactions,
     S: FullStore<T::Conn, Event = OutboxEvent>,
 {
-    let keyed = |key: &str| {
-        match OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", "t", "p")
-            .payload(serde_json::json!({"k": key}))
-            .idempotency_key(key)
-            .created_at(past())
-            .build()
-        {
-            Ok(e) => e,
-            Err(e) => h.ctx.fail(e),
-        }
+    let keyed = |key: &str| match OutboxEvent::builder(
+        "order",
+        uuid::Uuid::now_v7(),
+        "order.placed",
+        "t",
+        "p",
+    )
+    .payload(serde_json::json!({"k": key}))
+    .idempotency_key(key)
+    .created_at(past())
+    .build()
+    {
+        Ok(e) => e,
+        Err(e) => h.ctx.fail(e),
     };
     let (k1, k1b, k2) = (keyed("key-1"), keyed("key-1"), keyed("key-2"));
     let mut tx = h.begin().await;
     let r = h.ctx.ok(h.store.insert(&mut tx, &k1).await, "insert");
-    h.ctx.ensure(matches!(&r, Inserted::New(e) if e.id() == k1.id()), "first insert is New");
-    let r = h.ctx.ok(h.store.insert(&mut tx, &k1b).await, "insert duplicate");
+    h.ctx.ensure(
+        matches!(&r, Inserted::New(e) if e.id() == k1.id()),
+        "first insert is New",
+    );
+    let r = h
+        .ctx
+        .ok(h.store.insert(&mut tx, &k1b).await, "insert duplicate");
     h.ctx.ensure(
         matches!(&r, Inserted::Duplicate(e) if e.id() == k1.id()),
         format_args!("duplicate key must return the stored event, got {r:?}"),
     );
-    let r = h.ctx.ok(h.store.insert(&mut tx, &k2).await, "insert after a duplicate");
-    h.ctx.ensure(!r.is_duplicate(), "a new key after a duplicate");
+    let r = h.ctx.ok(
+        h.store.insert(&mut tx, &k2).await,
+        "insert after a duplicate",
+    );
+    h.ctx
+        .ensure(!r.is_duplicate(), "a new key after a duplicate");
     h.commit(tx).await;
 
     let (k3, k1c, k3b) = (keyed("key-3"), keyed("key-1"), keyed("key-3"));
     let r = h.insert(&[k3.clone(), k1c, k3b]).await;
-    let shape: Vec<_> = r.iter().map(|i| (i.is_duplicate(), i.event().id())).collect();
+    let shape: Vec<_> = r
+        .iter()
+        .map(|i| (i.is_duplicate(), i.event().id()))
+        .collect();
     h.ctx.eq(
         shape,
         vec![(false, k3.id()), (true, k1.id()), (true, k3.id())],
         "insert_many results in input order, in-batch duplicates resolve to the first",
     );
-    h.ctx.eq(h.claim("w1", 10).await.len(), 1, "one head for the shared key");
+    h.ctx.eq(
+        h.claim("w1", 10).await.len(),
+        1,
+        "one head for the shared key",
+    );
     h.ctx.eq(h.backlog().await.pending, 3, "stored events");
 }

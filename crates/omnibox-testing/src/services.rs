@@ -289,7 +289,10 @@ mod tests {
     #[test]
     fn errors_name_the_variable() {
         let e = not_configured(&PG, "no docker".into()).to_string();
-        assert!(e.contains("DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres"), "{e}");
+        assert!(
+            e.contains("DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres"),
+            "{e}"
+        );
         let e = ServiceError::UseKafkaMockCluster {
             reason: "no docker".into(),
         }

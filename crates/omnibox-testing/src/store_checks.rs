@@ -6,8 +6,7 @@ use chrono::{TimeDelta, Utc};
 use omnibox_core::domain::lease_expired_error;
 use omnibox_core::model::{Event, EventKind, EventStatus};
 use omnibox_core::store::{
-    ClaimRequest, CleanupCompleted, DeadLetter, DeadLetterStore, Filters, LockOutcome,
-    RefreshLeases, ReleaseStale, Settle, SettleEvents, Settlement, Transactions,
+    ClaimRequest, DeadLetter, Filters, LockOutcome, Settle, Settlement, Transactions,
 };
 
 use crate::fixtures::{SampleEvent, past};
@@ -55,12 +54,17 @@ where
     );
     for e in &got {
         let c = e.common();
-        h.ctx.eq(c.locked_by.as_deref(), Some("w1"), "locked_by after claim");
-        h.ctx.ensure(c.locked_at.is_some(), "locked_at is set by the claim");
-        h.ctx.eq(c.status, EventStatus::Pending, "status after claim");
+        h.ctx
+            .eq(c.locked_by.as_deref(), Some("w1"), "locked_by after claim");
+        h.ctx
+            .ensure(c.locked_at.is_some(), "locked_at is set by the claim");
+        h.ctx
+            .eq(c.status, EventStatus::Pending, "status after claim");
     }
-    h.ctx
-        .ensure(h.claim("w2", 10).await.is_empty(), "leased events were claimed twice");
+    h.ctx.ensure(
+        h.claim("w2", 10).await.is_empty(),
+        "leased events were claimed twice",
+    );
 }
 
 /// `limit` and filters restrict what a claim returns.
@@ -77,14 +81,23 @@ where
         .collect();
     h.insert(&evs).await;
     let none = h
-        .claim_with("w1", 10, LONG_LEASE, Filters::none().event_types(["no.such.type"]))
+        .claim_with(
+            "w1",
+            10,
+            LONG_LEASE,
+            Filters::none().event_types(["no.such.type"]),
+        )
         .await;
-    h.ctx.ensure(none.is_empty(), "event_types filter matched nothing but returned events");
+    h.ctx.ensure(
+        none.is_empty(),
+        "event_types filter matched nothing but returned events",
+    );
     let r2 = h
         .claim_with("w1", 10, LONG_LEASE, route_filter::<S::Event>("r2"))
         .await;
     h.ctx.eq(ids(&r2), vec![evs[3].id()], "route filter");
-    h.ctx.eq(h.claim("w1", 2).await.len(), 2, "claim honours the limit");
+    h.ctx
+        .eq(h.claim("w1", 2).await.len(), 2, "claim honours the limit");
     h.ctx.eq(h.claim("w1", 2).await.len(), 1, "the rest");
 }
 
@@ -98,13 +111,19 @@ where
     let t = past();
     let later = S::Event::sample("r", "k", t, Some(Utc::now() + secs(3600)), 6);
     h.insert(std::slice::from_ref(&later)).await;
-    h.ctx.ensure(h.claim("w1", 10).await.is_empty(), "claimed an event that is not due");
+    h.ctx.ensure(
+        h.claim("w1", 10).await.is_empty(),
+        "claimed an event that is not due",
+    );
     h.ctx.ensure(
         h.fetch(Filters::none(), 10).await.is_empty(),
         "fetch_pending returned an event that is not due",
     );
     let p = h.peek(later.id()).await;
-    h.ctx.ensure(matches!(p, Peek::NotDue(_)), format_args!("try_lock: {p:?}"));
+    h.ctx.ensure(
+        matches!(p, Peek::NotDue(_)),
+        format_args!("try_lock: {p:?}"),
+    );
 }
 
 /// Concurrent claims never return the same event, and together return every event.
@@ -136,8 +155,13 @@ where
         .flatten()
         .collect();
     let distinct: BTreeSet<_> = all.iter().copied().collect();
-    h.ctx.eq(all.len(), distinct.len(), "events claimed by two workers");
-    h.ctx.eq(distinct, ids(&evs).into_iter().collect::<BTreeSet<_>>(), "claimed ids");
+    h.ctx
+        .eq(all.len(), distinct.len(), "events claimed by two workers");
+    h.ctx.eq(
+        distinct,
+        ids(&evs).into_iter().collect::<BTreeSet<_>>(),
+        "claimed ids",
+    );
 }
 
 /// A settlement applies only with the right worker and lease token.
@@ -158,21 +182,38 @@ where
         action: Settle::Complete,
     };
     let r = h.settle("w1", &[wrong]).await;
-    h.ctx.eq(r.lease_lost, vec![e.id()], "wrong lease token must be lease_lost");
+    h.ctx.eq(
+        r.lease_lost,
+        vec![e.id()],
+        "wrong lease token must be lease_lost",
+    );
     let right = settlement(&h.ctx, &got[0], Settle::Complete);
     let r = h.settle("w2", std::slice::from_ref(&right)).await;
-    h.ctx.eq(r.lease_lost, vec![e.id()], "another worker must be lease_lost");
+    h.ctx.eq(
+        r.lease_lost,
+        vec![e.id()],
+        "another worker must be lease_lost",
+    );
     let p = h.peek(e.id()).await;
-    h.ctx.ensure(matches!(p, Peek::Busy(_)), format_args!("still leased: {p:?}"));
+    h.ctx.ensure(
+        matches!(p, Peek::Busy(_)),
+        format_args!("still leased: {p:?}"),
+    );
     let r = h.settle("w1", std::slice::from_ref(&right)).await;
-    h.ctx.eq(r.completed, vec![e.id()], "completed by the holder");
+    h.ctx
+        .eq(r.completed, vec![e.id()], "completed by the holder");
     let p = h.peek(e.id()).await;
     let done = p.event(&h.ctx).common();
     h.ctx.eq(done.status, EventStatus::Completed, "status");
-    h.ctx.ensure(done.completed_at.is_some(), "completed_at set");
-    h.ctx.ensure(done.locked_at.is_none() && done.locked_by.is_none(), "lease cleared");
+    h.ctx
+        .ensure(done.completed_at.is_some(), "completed_at set");
+    h.ctx.ensure(
+        done.locked_at.is_none() && done.locked_by.is_none(),
+        "lease cleared",
+    );
     let r = h.settle("w1", &[right]).await;
-    h.ctx.eq(r.lease_lost, vec![e.id()], "settling a completed event");
+    h.ctx
+        .eq(r.lease_lost, vec![e.id()], "settling a completed event");
 }
 
 /// An expired lease is taken over by a claim; the takeover counts one attempt, and the
@@ -187,12 +228,17 @@ where
     h.insert(std::slice::from_ref(&e)).await;
     let first = h.claim_with("w1", 1, SHORT_LEASE, Filters::none()).await;
     h.ctx.eq(first.len(), 1, "first claim");
-    h.ctx.ensure(h.claim("w2", 1).await.is_empty(), "a live lease was taken over");
+    h.ctx.ensure(
+        h.claim("w2", 1).await.is_empty(),
+        "a live lease was taken over",
+    );
     tokio::time::sleep(EXPIRE).await;
     let second = h.claim_with("w2", 1, SHORT_LEASE, Filters::none()).await;
-    h.ctx.eq(ids(&second), vec![e.id()], "expired lease taken over");
+    h.ctx
+        .eq(ids(&second), vec![e.id()], "expired lease taken over");
     let c = second[0].common();
-    h.ctx.eq(c.attempts_made, 1, "the takeover counts an attempt");
+    h.ctx
+        .eq(c.attempts_made, 1, "the takeover counts an attempt");
     h.ctx.eq(c.locked_by.as_deref(), Some("w2"), "new owner");
     h.ctx.eq(
         c.last_error.as_deref(),
@@ -202,15 +248,31 @@ where
     let r = h
         .settle("w1", &[settlement(&h.ctx, &first[0], Settle::Complete)])
         .await;
-    h.ctx.eq(r.lease_lost, vec![e.id()], "the previous owner's settlement");
+    h.ctx.eq(
+        r.lease_lost,
+        vec![e.id()],
+        "the previous owner's settlement",
+    );
     tokio::time::sleep(EXPIRE).await;
     let third = h.claim_with("w3", 1, SHORT_LEASE, Filters::none()).await;
-    h.ctx.ensure(third.is_empty(), "an event whose budget the takeover spent was returned");
+    h.ctx.ensure(
+        third.is_empty(),
+        "an event whose budget the takeover spent was returned",
+    );
     let p = h.peek(e.id()).await;
-    h.ctx.eq(p.status(&h.ctx), EventStatus::Failed, "status at the budget");
-    h.ctx.eq(p.event(&h.ctx).common().attempts_made, 2, "attempts at the budget");
+    h.ctx.eq(
+        p.status(&h.ctx),
+        EventStatus::Failed,
+        "status at the budget",
+    );
+    h.ctx.eq(
+        p.event(&h.ctx).common().attempts_made,
+        2,
+        "attempts at the budget",
+    );
     let b = h.backlog().await;
-    h.ctx.eq((b.failed, b.dead_letters), (1, 1), "(failed, dead_letters)");
+    h.ctx
+        .eq((b.failed, b.dead_letters), (1, 1), "(failed, dead_letters)");
 }
 
 /// `try_lock` reports a live lease as busy and takes over an expired one, counting it.
@@ -223,19 +285,37 @@ where
     let e = S::Event::sample("r", "k", past(), None, 3);
     h.insert(std::slice::from_ref(&e)).await;
     let r = h.try_lock("w1", e.id(), LONG_LEASE, false).await;
-    h.ctx.ensure(matches!(r, LockOutcome::Locked(_)), format_args!("first lock: {r:?}"));
+    h.ctx.ensure(
+        matches!(r, LockOutcome::Locked(_)),
+        format_args!("first lock: {r:?}"),
+    );
     let r = h.try_lock("w2", e.id(), LONG_LEASE, false).await;
-    h.ctx.ensure(matches!(r, LockOutcome::Busy(_)), format_args!("live lease: {r:?}"));
+    h.ctx.ensure(
+        matches!(r, LockOutcome::Busy(_)),
+        format_args!("live lease: {r:?}"),
+    );
     tokio::time::sleep(EXPIRE).await;
     match h.try_lock("w2", e.id(), SHORT_LEASE, false).await {
         LockOutcome::Locked(got) => {
-            h.ctx.eq(got.common().attempts_made, 1, "the takeover counts an attempt");
-            h.ctx.eq(got.common().locked_by.as_deref(), Some("w2"), "new owner");
+            h.ctx.eq(
+                got.common().attempts_made,
+                1,
+                "the takeover counts an attempt",
+            );
+            h.ctx
+                .eq(got.common().locked_by.as_deref(), Some("w2"), "new owner");
         }
-        other => h.ctx.fail(format_args!("expired lease not taken over: {other:?}")),
+        other => h
+            .ctx
+            .fail(format_args!("expired lease not taken over: {other:?}")),
     }
-    let r = h.try_lock("w1", uuid::Uuid::now_v7(), LONG_LEASE, false).await;
-    h.ctx.eq(r, LockOutcome::Missing, "unknown id");
+    let r = h
+        .try_lock("w1", uuid::Uuid::now_v7(), LONG_LEASE, false)
+        .await;
+    h.ctx.ensure(
+        matches!(r, LockOutcome::Missing),
+        format_args!("unknown id: {r:?}"),
+    );
 }
 
 /// `release_stale` clears expired leases up to its limit, counting an attempt each; the
@@ -260,14 +340,25 @@ where
         "release_stale",
     );
     h.commit(tx).await;
-    h.ctx.eq((fresh.released, fresh.failed), (0, 0), "live leases released");
+    h.ctx.eq(
+        (fresh.released, fresh.failed),
+        (0, 0),
+        "live leases released",
+    );
     tokio::time::sleep(EXPIRE).await;
     let mut tx = h.begin().await;
-    let a = h.ctx.ok(h.store.release_stale(&mut tx, SHORT_LEASE, 2).await, "release_stale");
+    let a = h.ctx.ok(
+        h.store.release_stale(&mut tx, SHORT_LEASE, 2).await,
+        "release_stale",
+    );
     h.commit(tx).await;
-    h.ctx.eq(a.released + a.failed, 2, "release_stale honours its limit");
+    h.ctx
+        .eq(a.released + a.failed, 2, "release_stale honours its limit");
     let mut tx = h.begin().await;
-    let b = h.ctx.ok(h.store.release_stale(&mut tx, SHORT_LEASE, 10).await, "release_stale");
+    let b = h.ctx.ok(
+        h.store.release_stale(&mut tx, SHORT_LEASE, 10).await,
+        "release_stale",
+    );
     h.commit(tx).await;
     h.ctx.eq(
         (a.released + b.released, a.failed + b.failed),
@@ -276,12 +367,24 @@ where
     );
     for e in &evs[..2] {
         let p = h.peek(e.id()).await;
-        h.ctx.ensure(matches!(p, Peek::Free(_)), format_args!("released event: {p:?}"));
-        h.ctx.eq(p.event(&h.ctx).common().attempts_made, 1, "attempt counted");
+        h.ctx.ensure(
+            matches!(p, Peek::Free(_)),
+            format_args!("released event: {p:?}"),
+        );
+        h.ctx
+            .eq(p.event(&h.ctx).common().attempts_made, 1, "attempt counted");
     }
-    h.ctx.eq(h.peek(evs[2].id()).await.status(&h.ctx), EventStatus::Failed, "status");
+    h.ctx.eq(
+        h.peek(evs[2].id()).await.status(&h.ctx),
+        EventStatus::Failed,
+        "status",
+    );
     let bl = h.backlog().await;
-    h.ctx.eq((bl.leased, bl.failed, bl.dead_letters), (0, 1, 1), "(leased, failed, dead_letters)");
+    h.ctx.eq(
+        (bl.leased, bl.failed, bl.dead_letters),
+        (0, 1, 1),
+        "(leased, failed, dead_letters)",
+    );
 }
 
 /// Uncounted failures keep the schedule and the budget; counted ones spend an attempt and
@@ -296,28 +399,58 @@ where
     h.insert(std::slice::from_ref(&e)).await;
     let got = h.claim("w1", 1).await;
     let r = h
-        .settle("w1", &[settlement(&h.ctx, &got[0], fail("broker down", false, None))])
+        .settle(
+            "w1",
+            &[settlement(
+                &h.ctx,
+                &got[0],
+                fail("broker down", false, None),
+            )],
+        )
         .await;
-    h.ctx.eq(r.retrying, vec![e.id()], "uncounted failure is retrying");
+    h.ctx
+        .eq(r.retrying, vec![e.id()], "uncounted failure is retrying");
     let p = h.peek(e.id()).await;
-    h.ctx.ensure(matches!(p, Peek::Free(_)), format_args!("due again at once: {p:?}"));
+    h.ctx.ensure(
+        matches!(p, Peek::Free(_)),
+        format_args!("due again at once: {p:?}"),
+    );
     let c = p.event(&h.ctx).common();
-    h.ctx.eq(c.attempts_made, 0, "an uncounted failure spends no attempt");
-    h.ctx.eq(c.last_error.as_deref(), Some("broker down"), "last_error");
+    h.ctx
+        .eq(c.attempts_made, 0, "an uncounted failure spends no attempt");
+    h.ctx
+        .eq(c.last_error.as_deref(), Some("broker down"), "last_error");
 
     let got = h.claim("w1", 1).await;
     h.ctx.eq(ids(&got), vec![e.id()], "claimed again");
     let retry_at = Utc::now() + TimeDelta::milliseconds(300);
     let r = h
-        .settle("w1", &[settlement(&h.ctx, &got[0], fail("rejected", true, Some(retry_at)))])
+        .settle(
+            "w1",
+            &[settlement(
+                &h.ctx,
+                &got[0],
+                fail("rejected", true, Some(retry_at)),
+            )],
+        )
         .await;
-    h.ctx.eq(r.retrying, vec![e.id()], "counted failure with budget left");
-    h.ctx.ensure(h.claim("w1", 1).await.is_empty(), "claimed before retry_at");
-    h.ctx.ensure(h.fetch(Filters::none(), 10).await.is_empty(), "fetched before retry_at");
+    h.ctx
+        .eq(r.retrying, vec![e.id()], "counted failure with budget left");
+    h.ctx
+        .ensure(h.claim("w1", 1).await.is_empty(), "claimed before retry_at");
+    h.ctx.ensure(
+        h.fetch(Filters::none(), 10).await.is_empty(),
+        "fetched before retry_at",
+    );
     let p = h.peek(e.id()).await;
-    h.ctx.eq(p.event(&h.ctx).common().attempts_made, 1, "counted attempt");
+    h.ctx
+        .eq(p.event(&h.ctx).common().attempts_made, 1, "counted attempt");
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    h.ctx.eq(ids(&h.claim("w1", 1).await), vec![e.id()], "claimable after retry_at");
+    h.ctx.eq(
+        ids(&h.claim("w1", 1).await),
+        vec![e.id()],
+        "claimable after retry_at",
+    );
 }
 
 /// A counted failure that spends the last attempt makes the event failed and writes a dead
@@ -334,15 +467,24 @@ where
     let s = settlement(&h.ctx, &got[0], fail("rejected", true, None));
     let mut tx = h.begin().await;
     let r = h.ctx.ok(
-        h.store.settle(&mut tx, &worker("w1"), std::slice::from_ref(&s)).await,
+        h.store
+            .settle(&mut tx, &worker("w1"), std::slice::from_ref(&s))
+            .await,
         "settle",
     );
     h.ctx.eq(r.dead_lettered, vec![e.id()], "dead_lettered");
     h.ctx.ok(h.db.rollback(tx).await, "rollback");
     let b = h.backlog().await;
-    h.ctx.eq((b.failed, b.dead_letters), (0, 0), "after rollback (failed, dead_letters)");
+    h.ctx.eq(
+        (b.failed, b.dead_letters),
+        (0, 0),
+        "after rollback (failed, dead_letters)",
+    );
     let p = h.peek(e.id()).await;
-    h.ctx.ensure(matches!(p, Peek::Busy(_)), format_args!("lease kept after rollback: {p:?}"));
+    h.ctx.ensure(
+        matches!(p, Peek::Busy(_)),
+        format_args!("lease kept after rollback: {p:?}"),
+    );
 
     let r = h.settle("w1", &[s]).await;
     h.ctx.eq(r.dead_lettered, vec![e.id()], "dead_lettered");
@@ -350,10 +492,15 @@ where
     let c = p.event(&h.ctx).common();
     h.ctx.eq(c.status, EventStatus::Failed, "status");
     h.ctx.eq(c.attempts_made, 1, "attempts");
-    h.ctx.eq(c.last_error.as_deref(), Some("rejected"), "last_error");
+    h.ctx
+        .eq(c.last_error.as_deref(), Some("rejected"), "last_error");
     let b = h.backlog().await;
-    h.ctx.eq((b.failed, b.dead_letters), (1, 1), "(failed, dead_letters)");
-    h.ctx.ensure(h.claim("w1", 1).await.is_empty(), "a failed event was claimed");
+    h.ctx
+        .eq((b.failed, b.dead_letters), (1, 1), "(failed, dead_letters)");
+    h.ctx.ensure(
+        h.claim("w1", 1).await.is_empty(),
+        "a failed event was claimed",
+    );
 }
 
 /// `Settle::Release` gives the lease back without spending an attempt.
@@ -366,14 +513,26 @@ where
     let e = S::Event::sample("r", "k", past(), None, 6);
     h.insert(std::slice::from_ref(&e)).await;
     let got = h.claim("w1", 1).await;
-    let r = h.settle("w1", &[settlement(&h.ctx, &got[0], Settle::Release)]).await;
+    let r = h
+        .settle("w1", &[settlement(&h.ctx, &got[0], Settle::Release)])
+        .await;
     h.ctx.eq(r.released, vec![e.id()], "released");
     let p = h.peek(e.id()).await;
-    h.ctx.ensure(matches!(p, Peek::Free(_)), format_args!("after release: {p:?}"));
+    h.ctx.ensure(
+        matches!(p, Peek::Free(_)),
+        format_args!("after release: {p:?}"),
+    );
     let c = p.event(&h.ctx).common();
     h.ctx.eq(c.attempts_made, 0, "attempts after release");
-    h.ctx.ensure(c.locked_at.is_none() && c.locked_by.is_none(), "lease cleared");
-    h.ctx.eq(ids(&h.claim("w2", 1).await), vec![e.id()], "claimable after release");
+    h.ctx.ensure(
+        c.locked_at.is_none() && c.locked_by.is_none(),
+        "lease cleared",
+    );
+    h.ctx.eq(
+        ids(&h.claim("w2", 1).await),
+        vec![e.id()],
+        "claimable after release",
+    );
 }
 
 /// `refresh` moves a held lease forward and returns the new token; the old token is fenced.
@@ -390,30 +549,46 @@ where
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let mut tx = h.begin().await;
     let other = h.ctx.ok(
-        h.store.refresh(&mut tx, &worker("w2"), &[(e.id(), old)]).await,
+        h.store
+            .refresh(&mut tx, &worker("w2"), &[(e.id(), old)])
+            .await,
         "refresh",
     );
     let mine = h.ctx.ok(
-        h.store.refresh(&mut tx, &worker("w1"), &[(e.id(), old)]).await,
+        h.store
+            .refresh(&mut tx, &worker("w1"), &[(e.id(), old)])
+            .await,
         "refresh",
     );
     h.commit(tx).await;
-    h.ctx.ensure(other.is_empty(), "another worker refreshed the lease");
+    h.ctx
+        .ensure(other.is_empty(), "another worker refreshed the lease");
     h.ctx.eq(mine.len(), 1, "refreshed leases");
     let new = mine[0].1;
-    h.ctx.ensure(new > old, format_args!("new token {new} not after old {old}"));
+    h.ctx.ensure(
+        new > old,
+        format_args!("new token {new} not after old {old}"),
+    );
     let stale = Settlement {
         id: e.id(),
         lease: old,
         action: Settle::Complete,
     };
-    h.ctx.eq(h.settle("w1", &[stale]).await.lease_lost, vec![e.id()], "old token");
+    h.ctx.eq(
+        h.settle("w1", &[stale]).await.lease_lost,
+        vec![e.id()],
+        "old token",
+    );
     let fresh = Settlement {
         id: e.id(),
         lease: new,
         action: Settle::Complete,
     };
-    h.ctx.eq(h.settle("w1", &[fresh]).await.completed, vec![e.id()], "new token");
+    h.ctx.eq(
+        h.settle("w1", &[fresh]).await.completed,
+        vec![e.id()],
+        "new token",
+    );
 }
 
 /// Rolled back or dropped transactions leave nothing behind.
@@ -432,9 +607,16 @@ where
         let mut tx = h.begin().await;
         h.ctx.ok(h.store.insert(&mut tx, &b).await, "insert");
     }
-    h.ctx.ensure(matches!(h.peek(a.id()).await, Peek::Missing), "rolled back insert is visible");
-    h.ctx.ensure(matches!(h.peek(b.id()).await, Peek::Missing), "dropped insert is visible");
-    h.ctx.eq(h.backlog().await.pending, 0, "pending after rollback");
+    h.ctx.ensure(
+        matches!(h.peek(a.id()).await, Peek::Missing),
+        "rolled back insert is visible",
+    );
+    h.ctx.ensure(
+        matches!(h.peek(b.id()).await, Peek::Missing),
+        "dropped insert is visible",
+    );
+    h.ctx
+        .eq(h.backlog().await.pending, 0, "pending after rollback");
 }
 
 /// Cleanup deletes only old completed events, at most `limit` per call.
@@ -463,7 +645,11 @@ where
         })
         .collect();
     let r = h.settle("w1", &s).await;
-    h.ctx.eq((r.completed.len(), r.dead_lettered.len()), (3, 1), "(completed, dead)");
+    h.ctx.eq(
+        (r.completed.len(), r.dead_lettered.len()),
+        (3, 1),
+        "(completed, dead)",
+    );
     let pending = S::Event::sample("r", "later", t, None, 6);
     h.insert(std::slice::from_ref(&pending)).await;
     let delete = |older: TimeDelta, limit: u32| async move {
@@ -475,14 +661,22 @@ where
         h.commit(tx).await;
         n
     };
-    h.ctx.eq(delete(secs(3600), 10).await, 0, "deleted recent completed events");
+    h.ctx.eq(
+        delete(secs(3600), 10).await,
+        0,
+        "deleted recent completed events",
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let older = TimeDelta::milliseconds(100);
     h.ctx.eq(delete(older, 2).await, 2, "first bounded cleanup");
     h.ctx.eq(delete(older, 2).await, 1, "second cleanup");
     h.ctx.eq(delete(older, 2).await, 0, "nothing left");
     let b = h.backlog().await;
-    h.ctx.eq((b.pending, b.failed), (1, 1), "pending and failed events are kept");
+    h.ctx.eq(
+        (b.pending, b.failed),
+        (1, 1),
+        "pending and failed events are kept",
+    );
 }
 
 /// Backlog figures follow the table.
@@ -514,8 +708,14 @@ where
     let pending = b
         .oldest_pending_age
         .unwrap_or_else(|| h.ctx.fail("no oldest_pending_age"));
-    h.ctx.ensure(claimable >= secs(5), format_args!("claimable age {claimable}"));
-    h.ctx.ensure(pending >= claimable, "oldest pending is at least as old as claimable");
+    h.ctx.ensure(
+        claimable >= secs(5),
+        format_args!("claimable age {claimable}"),
+    );
+    h.ctx.ensure(
+        pending >= claimable,
+        "oldest pending is at least as old as claimable",
+    );
     h.claim("w1", 10).await;
     h.ctx.eq(h.backlog().await.leased, 1, "leased after claim");
 }
@@ -530,13 +730,23 @@ where
     let e = S::Event::sample("r", "k", past(), None, 6);
     let letter = DeadLetter::from_event(&e, "operator says no", Utc::now());
     let mut tx = h.begin().await;
-    h.ctx.ok(h.store.dead_letter(&mut tx, &letter).await, "dead_letter");
+    h.ctx
+        .ok(h.store.dead_letter(&mut tx, &letter).await, "dead_letter");
     h.ctx.ok(h.db.rollback(tx).await, "rollback");
-    h.ctx.eq(h.backlog().await.dead_letters, 0, "dead letters after rollback");
+    h.ctx.eq(
+        h.backlog().await.dead_letters,
+        0,
+        "dead letters after rollback",
+    );
     let mut tx = h.begin().await;
-    h.ctx.ok(h.store.dead_letter(&mut tx, &letter).await, "dead_letter");
+    h.ctx
+        .ok(h.store.dead_letter(&mut tx, &letter).await, "dead_letter");
     h.commit(tx).await;
-    h.ctx.eq(h.backlog().await.dead_letters, 1, "dead letters after commit");
+    h.ctx.eq(
+        h.backlog().await.dead_letters,
+        1,
+        "dead letters after commit",
+    );
 }
 
 /// Invalid requests are errors, not silent no-ops.
@@ -550,7 +760,10 @@ where
     h.insert(std::slice::from_ref(&e)).await;
     let mut tx = h.begin().await;
     let req = ClaimRequest::new(worker("w1"), 0);
-    h.ctx.ensure(h.store.claim(&mut tx, &req).await.is_err(), "a claim with limit 0 succeeded");
+    h.ctx.ensure(
+        h.store.claim(&mut tx, &req).await.is_err(),
+        "a claim with limit 0 succeeded",
+    );
     h.ctx.ok(h.db.rollback(tx).await, "rollback");
     let got = h.claim("w1", 1).await;
     let s = settlement(&h.ctx, &got[0], Settle::Complete);
@@ -559,7 +772,8 @@ where
         .store
         .settle(&mut tx, &worker("w1"), &[s.clone(), s])
         .await;
-    h.ctx.ensure(dup.is_err(), "a settle with duplicate ids succeeded");
+    h.ctx
+        .ensure(dup.is_err(), "a settle with duplicate ids succeeded");
     h.ctx.ok(h.db.rollback(tx).await, "rollback");
 }
 

@@ -447,6 +447,14 @@ where
         };
         match report {
             Ok(r) => {
+                for id in &r.dead_lettered {
+                    if let Some(e) = events.iter().find(|e| e.id() == *id) {
+                        self.metrics.record(&Metric::DeadLettered {
+                            job: &self.job,
+                            event_type: &e.common().event_type,
+                        });
+                    }
+                }
                 result.dead_lettered = r.dead_lettered;
                 result.lease_lost = r.lease_lost;
                 if !result.lease_lost.is_empty() {

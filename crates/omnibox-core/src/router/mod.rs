@@ -17,6 +17,12 @@
 //! forgotten route is visible rather than silently dropped), a skip (the event is completed
 //! untouched) or an uncounted retry (for a handler that is about to be deployed).
 //!
+//! Differences from omni-box's `EventRouter`: version lookups are exact — omni-box also tried
+//! migrating the payload to another registered version through its schema registry, which
+//! has no counterpart here (do such migrations inside the handler); and every registration
+//! names its source explicitly, so the class-attribute-wins surprise of `register_instance`
+//! (reference bug 17) cannot happen.
+//!
 //! ```
 //! use omnibox_core::router::{Router, UnmatchedPolicy};
 //! use omnibox_core::{Handler, HandlerOutcome, InboxEvent};
