@@ -9,14 +9,20 @@ use omnibox::memory::{MemoryBroker, MemoryConn, MemoryDb, MemoryInboxStore, Memo
 use omnibox::pipeline::{BatchCtx, Step, StepResult};
 use omnibox::relay::OutboxRelay;
 use omnibox::store::{InsertEvents, Transactions};
-use omnibox::{Event, Handler, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId};
+use omnibox::{
+    Event, Handler, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId,
+};
 use serde_json::json;
 
 /// A custom step: events of a blocked type are completed as skipped and never published.
 struct BlockType(&'static str);
 
 impl<C: Send> Step<OutboxEvent, C> for BlockType {
-    async fn execute(&self, event: &OutboxEvent, ctx: &mut BatchCtx<'_, OutboxEvent, C>) -> StepResult {
+    async fn execute(
+        &self,
+        event: &OutboxEvent,
+        ctx: &mut BatchCtx<'_, OutboxEvent, C>,
+    ) -> StepResult {
         if event.common.event_type == self.0 {
             ctx.skip(event.id(), "blocked type");
             return StepResult::SkipEvent;
@@ -30,7 +36,10 @@ struct CreditLoyaltyPoints;
 
 impl Handler<InboxEvent, MemoryConn> for CreditLoyaltyPoints {
     async fn handle(&self, event: &InboxEvent, conn: &mut MemoryConn) -> HandlerResult {
-        let customer = event.common.payload["customer"].as_str().unwrap_or("?").to_owned();
+        let customer = event.common.payload["customer"]
+            .as_str()
+            .unwrap_or("?")
+            .to_owned();
         let key = format!("points:{customer}");
         let points = conn.get(&key).await.and_then(|v| v.as_u64()).unwrap_or(0);
         conn.put(key, json!(points + 10)).await;
@@ -54,7 +63,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .payload(json!({"order": order_id}))
         .build()?;
     let mut tx = producer_db.begin().await?;
-    tx.put(format!("order:{order_id}"), json!({"total": 42})).await;
+    tx.put(format!("order:{order_id}"), json!({"total": 42}))
+        .await;
     outbox.insert_many(&mut tx, &[placed, internal]).await?;
     producer_db.commit(tx).await?;
     println!("1. order and 2 outbox events committed in one transaction");
@@ -64,7 +74,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .step_before(BlockType("order.audit"))
         .build()?;
     let worker = WorkerId::new("relay-1")?;
-    let batch = relay.publish_batch(&producer_db, &worker, &Shutdown::new()).await?;
+    let batch = relay
+        .publish_batch(&producer_db, &worker, &Shutdown::new())
+        .await?;
     println!(
         "2. relay: claimed {}, published {}, skipped by the custom step {}",
         batch.claimed,
@@ -94,7 +106,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "4. loyalty points for customer-7: {}",
-        consumer_db.value("points:customer-7").await.unwrap_or(json!(0))
+        consumer_db
+            .value("points:customer-7")
+            .await
+            .unwrap_or(json!(0))
     );
     Ok(())
 }

@@ -40,7 +40,9 @@ fn main() -> ExitCode {
 /// Run a command, failing loudly with its name.
 pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("+ {cmd:?}");
-    let status = cmd.status().map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -67,10 +69,18 @@ fn ci() -> Result<(), String> {
 
 fn lint() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     tidy::run()?;
     run(cargo()
-        .args(["doc", "--workspace", "--no-deps"])
+        .args(["doc", "--workspace", "--no-deps", "--all-features"])
         .env("RUSTDOCFLAGS", "-D warnings"))?;
     deny()
 }
@@ -82,6 +92,9 @@ fn deny() -> Result<(), String> {
     }
     // Advisories need the advisory database from the network; bans, licenses and sources
     // work offline. Set OMNIBOX_DENY_ADVISORIES=1 where the database can be fetched.
+    // `--offline` reads `cargo metadata --offline`, which needs every crate of every target
+    // platform downloaded: fetch them first (crates.io is reachable where CI runs).
+    run(cargo().args(["fetch", "--quiet"]))?;
     let mut checks = vec!["bans", "licenses", "sources"];
     let online = std::env::var("OMNIBOX_DENY_ADVISORIES").is_ok_and(|v| v == "1");
     if online {
@@ -100,17 +113,25 @@ fn test(extra: &[String]) -> Result<(), String> {
     let env = services::ensure()?;
     if has_cargo_subcommand("nextest") {
         run(cargo()
-            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--all-features",
+                "--no-fail-fast",
+            ])
             .args(extra)
             .envs(env.iter().cloned()))?;
     } else {
         run(cargo()
-            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(["test", "--workspace", "--all-features", "--no-fail-fast"])
             .args(extra)
             .envs(env.iter().cloned()))?;
     }
     // nextest does not run doctests.
-    run(cargo().args(["test", "--workspace", "--doc"]).envs(env))
+    run(cargo()
+        .args(["test", "--workspace", "--all-features", "--doc"])
+        .envs(env))
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {

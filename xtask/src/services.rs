@@ -83,9 +83,11 @@ fn start_rabbitmq() -> Result<(), String> {
 }
 
 fn start_nats() -> Result<(), String> {
-    sh("mkdir -p /var/lib/nats-server && start-stop-daemon --start --oknodo --background \
+    sh(
+        "mkdir -p /var/lib/nats-server && start-stop-daemon --start --oknodo --background \
         --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server \
-        -l /var/log/nats-server.log")
+        -l /var/log/nats-server.log",
+    )
 }
 
 /// Make sure every service the tests use answers; returns the default URLs of the local

@@ -3,7 +3,15 @@
 use std::process::Command;
 
 /// Crates that do I/O and must never appear in omnibox-core's dependency closure.
-const IO_CLIENTS: &[&str] = &["sqlx", "rdkafka", "lapin", "async-nats", "tokio-postgres", "reqwest", "hyper"];
+const IO_CLIENTS: &[&str] = &[
+    "sqlx",
+    "rdkafka",
+    "lapin",
+    "async-nats",
+    "tokio-postgres",
+    "reqwest",
+    "hyper",
+];
 
 /// Adapter crates: none may depend on another.
 const ADAPTERS: &[&str] = &[
@@ -17,7 +25,16 @@ const ADAPTERS: &[&str] = &[
 
 fn closure(package: &str) -> Result<Vec<String>, String> {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--no-dedupe"])
+        .args([
+            "tree",
+            "-p",
+            package,
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--no-dedupe",
+        ])
         .output()
         .map_err(|e| format!("cargo tree: {e}"))?;
     if !out.status.success() {
@@ -38,7 +55,9 @@ pub fn run() -> Result<(), String> {
     let core = closure("omnibox-core")?;
     for client in IO_CLIENTS {
         if core.iter().any(|c| c == client) {
-            problems.push(format!("omnibox-core depends (transitively) on the I/O client `{client}`"));
+            problems.push(format!(
+                "omnibox-core depends (transitively) on the I/O client `{client}`"
+            ));
         }
     }
     for adapter in ADAPTERS {

@@ -273,10 +273,9 @@ where
     /// ceil(batch_size / publish_concurrency)` (each publish is cut off at the timeout, and
     /// a timeout stops the batch).
     pub fn worst_case_publish_time(&self) -> Duration {
-        let rounds = u32::try_from(
-            (self.batch_size as usize).div_ceil(self.publish_concurrency.max(1)),
-        )
-        .unwrap_or(u32::MAX);
+        let rounds =
+            u32::try_from((self.batch_size as usize).div_ceil(self.publish_concurrency.max(1)))
+                .unwrap_or(u32::MAX);
         self.publish_timeout.saturating_mul(rounds)
     }
 

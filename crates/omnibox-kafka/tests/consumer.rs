@@ -34,7 +34,7 @@ async fn produce_numbered(kafka: &Kafka, topic: &str, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_stops_at_the_first_unacknowledged_offset() {
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let topic = kafka.topic("con-contiguity", 1).await;
     let group = common::unique("g");
     produce_numbered(&kafka, &topic, 4).await;
@@ -84,7 +84,7 @@ async fn commit_stops_at_the_first_unacknowledged_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_rewinds_and_redelivers() {
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let topic = kafka.topic("con-nack", 1).await;
     let group = common::unique("g");
     produce_numbered(&kafka, &topic, 3).await;
@@ -117,7 +117,7 @@ async fn nack_rewinds_and_redelivers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bug8_malformed_records_arrive_with_a_handle_and_acking_them_advances() {
     // Reference bug 8: undecodable records were read past silently, invalid ones looped.
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let topic = kafka.topic("con-malformed", 1).await;
     let group = common::unique("g");
     let producer = kafka.producer();
@@ -161,7 +161,7 @@ async fn bug8_malformed_records_arrive_with_a_handle_and_acking_them_advances() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_are_decoded_lossily_and_null_values_dropped() {
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let topic = kafka.topic("con-headers", 1).await;
     let producer = kafka.producer();
     let envelope = br#"{"schema_version":"1.0.0","event_type":"from.body","payload":{"x":1},"trace_id":"t-body"}"#;
@@ -194,7 +194,7 @@ async fn headers_are_decoded_lossily_and_null_values_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_commit_is_refused() {
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let mut config = kafka.consumer_config("g");
     config.set("enable.auto.commit", "true");
     let err = KafkaConsumer::from_config(&config, ["t"]).unwrap_err();
@@ -207,7 +207,7 @@ async fn auto_commit_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebalance_forgets_revoked_partitions_and_late_acks_are_ignored() {
-    let kafka = Kafka::resolve();
+    let kafka = Kafka::resolve().await;
     let topic = kafka.topic("con-rebalance", 2).await;
     let group = common::unique("g");
     let producer = kafka.producer();

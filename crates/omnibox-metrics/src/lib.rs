@@ -4,7 +4,7 @@
 //! [`MetricsSink`](omnibox_core::metrics::MetricsSink), and [`BacklogObserver`] turns a
 //! store's backlog into gauges. The library only emits through the facade; which recorder
 //! receives the values (Prometheus, StatsD, OpenTelemetry...) is the application's choice.
-//! With the `prometheus` feature, [`install_prometheus`] installs
+//! With the `prometheus` feature, `install_prometheus` installs
 //! `metrics-exporter-prometheus` and serves the scrape endpoint.
 //!
 //! An operator answers three questions from these series:
@@ -60,7 +60,7 @@
 //!
 //! ## Feature flags
 //!
-//! - `prometheus`: [`install_prometheus`] / [`PrometheusOptions`] install
+//! - `prometheus`: `install_prometheus` / `PrometheusOptions` install
 //!   `metrics-exporter-prometheus` as the global recorder and serve the scrape endpoint;
 //!   `*_seconds` and `batch_size` histograms are exported with buckets.
 #![forbid(unsafe_code)]

@@ -214,7 +214,11 @@ impl TableNames {
             None => table.as_str().to_owned(),
         };
         // Every derived name must fit in 63 bytes.
-        for suffix in ["_pending_key_order", "_completed_cleanup", "_message_consumer"] {
+        for suffix in [
+            "_pending_key_order",
+            "_completed_cleanup",
+            "_message_consumer",
+        ] {
             Ident::new(format!("idx_{prefix}{suffix}"))?;
         }
         let dl = table.derive("", "_dead_letters")?;

@@ -56,7 +56,11 @@ fn event_table(t: &TableNames) -> String {
         )
     };
     let (pk, partition, created_unique) = if t.partitioned {
-        ("(created_at, id)", " PARTITION BY RANGE (created_at)", ", created_at")
+        (
+            "(created_at, id)",
+            " PARTITION BY RANGE (created_at)",
+            ", created_at",
+        )
     } else {
         ("(id)", "", "")
     };

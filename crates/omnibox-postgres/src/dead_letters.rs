@@ -207,10 +207,7 @@ impl<E: PgEvent> PgEventStore<E> {
             (None, Some(t)) => query.bind(t),
             (None, None) => query.bind(None::<String>),
         };
-        let r = query
-            .execute(&mut *conn)
-            .await
-            .op("discard dead letters")?;
+        let r = query.execute(&mut *conn).await.op("discard dead letters")?;
         Ok(r.rows_affected())
     }
 }

@@ -38,7 +38,10 @@ pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {
                     message,
                     source: Some(Box::new(err)),
                 }
-            } else if code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
+            } else if code.starts_with("08")
+                || code == "57P01"
+                || code == "57P02"
+                || code == "57P03"
             {
                 // connection exceptions, admin/crash shutdown, cannot connect now
                 StoreError::Connection {

@@ -67,9 +67,21 @@ mod tests {
 
     #[test]
     fn identifiers_are_validated_and_quoted() {
-        assert_eq!(Ident::new("outbox_events").unwrap().to_string(), "\"outbox_events\"");
+        assert_eq!(
+            Ident::new("outbox_events").unwrap().to_string(),
+            "\"outbox_events\""
+        );
         assert!(Ident::new("_x9").is_ok());
-        for bad in ["", "x; DROP TABLE y", "9abc", "a.b", "a\"b", "a b", "é", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "x; DROP TABLE y",
+            "9abc",
+            "a.b",
+            "a\"b",
+            "a b",
+            "é",
+            &"x".repeat(64),
+        ] {
             assert!(
                 matches!(Ident::new(bad), Err(StoreError::InvalidIdentifier { .. })),
                 "{bad:?} accepted"

@@ -98,9 +98,10 @@
 #![deny(missing_docs)]
 
 mod config;
+mod core_wakeup;
 mod database;
-pub mod dead_letters;
 mod ddl;
+pub mod dead_letters;
 mod error;
 mod ident;
 mod migrate;
@@ -112,8 +113,8 @@ mod wakeup;
 
 pub use config::{CompletionMode, PgStoreConfig, TableNames, Tables};
 pub use database::PgDatabase;
-pub use dead_letters::{DeadLetterGroup, DeadLetterSelector, ReplayReport};
 pub use ddl::Migration;
+pub use dead_letters::{DeadLetterGroup, DeadLetterSelector, ReplayReport};
 pub use error::classify;
 pub use ident::Ident;
 pub use migrate::{migrate, migration_sql};

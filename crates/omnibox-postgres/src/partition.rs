@@ -69,7 +69,12 @@ pub async fn maintain(
             names.qualified
         )));
     }
-    let schema = names.qualified.split('.').next().unwrap_or("\"public\"").to_owned();
+    let schema = names
+        .qualified
+        .split('.')
+        .next()
+        .unwrap_or("\"public\"")
+        .to_owned();
     let base = names.table.as_str();
     let mut report = PartitionReport::default();
     let mut start = period.start_of(now.date_naive());

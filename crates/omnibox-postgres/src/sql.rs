@@ -100,7 +100,9 @@ impl Statements {
         };
         let dedup_match = match kind {
             EventKind::Outbox => "e.idempotency_key = i.idempotency_key",
-            EventKind::Inbox => "e.message_id = i.message_id AND e.consumer_group = i.consumer_group",
+            EventKind::Inbox => {
+                "e.message_id = i.message_id AND e.consumer_group = i.consumer_group"
+            }
         };
         let insert_with = |guard: &str| {
             arc(format!(
@@ -188,7 +190,8 @@ impl Statements {
             "SELECT *, now() AS db_now FROM {q} WHERE id = $1 ORDER BY created_at LIMIT 1"
         ));
 
-        let fence = "t.id = v.id AND t.status = 'pending' AND t.locked_by = $7 AND t.locked_at = v.lease";
+        let fence =
+            "t.id = v.id AND t.status = 'pending' AND t.locked_by = $7 AND t.locked_at = v.lease";
         let delete_mode = completion == CompletionMode::Delete && kind == EventKind::Outbox;
         let (upd_guard, del_cte, del_union) = if delete_mode {
             (
@@ -244,9 +247,7 @@ impl Statements {
                ORDER BY r.completed_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
              DELETE FROM {q} AS t USING d WHERE t.id = d.id AND t.created_at = d.created_at"
         ));
-        let age = |expr: &str| {
-            format!("(extract(epoch FROM now() - ({expr})) * 1000000)::bigint")
-        };
+        let age = |expr: &str| format!("(extract(epoch FROM now() - ({expr})) * 1000000)::bigint");
         let backlog = arc(format!(
             "SELECT (SELECT count(*) FROM {q} WHERE status = 'pending') AS pending, \
                {claimable} AS claimable_age_us, \
@@ -258,7 +259,9 @@ impl Statements {
                 "SELECT min(scheduled_at) FROM {q} WHERE status = 'pending' AND locked_at IS NULL \
                  AND attempts_made < max_attempts AND scheduled_at <= now()"
             )),
-            oldest = age(&format!("SELECT min(created_at) FROM {q} WHERE status = 'pending'")),
+            oldest = age(&format!(
+                "SELECT min(created_at) FROM {q} WHERE status = 'pending'"
+            )),
             dl = t.dead_letters,
         ));
         let find_message = arc(format!(

@@ -62,7 +62,9 @@ fn micros(d: TimeDelta) -> i64 {
 
 fn limit_i64(limit: u32) -> Result<i64, StoreError> {
     if limit == 0 {
-        return Err(StoreError::InvalidRequest("limit must be at least 1".into()));
+        return Err(StoreError::InvalidRequest(
+            "limit must be at least 1".into(),
+        ));
     }
     Ok(i64::from(limit))
 }
@@ -122,7 +124,11 @@ impl<E: PgEvent> PgEventStore<E> {
         rows.iter().map(|r| E::from_row(r, &self.limits)).collect()
     }
 
-    fn bind_filters(&self, q: PgQuery<'static>, f: &Filters) -> Result<PgQuery<'static>, StoreError> {
+    fn bind_filters(
+        &self,
+        q: PgQuery<'static>,
+        f: &Filters,
+    ) -> Result<PgQuery<'static>, StoreError> {
         match E::KIND {
             EventKind::Outbox => {
                 if !f.sources.is_empty() {
@@ -137,7 +143,8 @@ impl<E: PgEvent> PgEventStore<E> {
             EventKind::Inbox => {
                 if !f.topics.is_empty() || !f.aggregate_types.is_empty() {
                     return Err(StoreError::InvalidRequest(
-                        "the inbox has no `topic` or `aggregate_type` column; filter by source".into(),
+                        "the inbox has no `topic` or `aggregate_type` column; filter by source"
+                            .into(),
                     ));
                 }
                 Ok(q.bind(f.sources.clone()).bind(f.event_types.clone()))
@@ -253,7 +260,10 @@ impl<E: PgEvent> PgEventStore<E> {
             }
             let existing = match ident {
                 Some(k) => by_key.get(k).cloned(),
-                None => by_id.get(&e.id()).cloned().or_else(|| inserted.get(&e.id()).cloned()),
+                None => by_id
+                    .get(&e.id())
+                    .cloned()
+                    .or_else(|| inserted.get(&e.id()).cloned()),
             };
             match existing {
                 Some(row) => out.push(Inserted::Duplicate(row)),
@@ -299,7 +309,11 @@ impl<E: PgEvent> PgEventStore<E> {
 
     /// Bring a terminally failed event back to pending with a fresh budget (and drop its
     /// dead letters). `false` when the event is not `failed`.
-    pub async fn requeue_failed(&self, conn: &mut PgConnection, id: Uuid) -> Result<bool, StoreError> {
+    pub async fn requeue_failed(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<bool, StoreError> {
         let n = crate::dead_letters::requeue_events(self, conn, &[id]).await?;
         Ok(n == 1)
     }
@@ -328,7 +342,11 @@ impl<E: PgEvent> PgEventStore<E> {
         Ok(Some(row.try_get("old").op("claim (statement_timeout)")?))
     }
 
-    async fn restore_timeout(&self, conn: &mut PgConnection, old: Option<String>) -> Result<(), StoreError> {
+    async fn restore_timeout(
+        &self,
+        conn: &mut PgConnection,
+        old: Option<String>,
+    ) -> Result<(), StoreError> {
         if let Some(old) = old {
             sqlx::query("SELECT set_config('statement_timeout', $1, true)")
                 .persistent(self.persistent)
@@ -347,7 +365,11 @@ impl<E: PgEvent> EventStore for PgEventStore<E> {
 }
 
 impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
-    async fn claim(&self, conn: &mut PgConnection, req: &ClaimRequest) -> Result<Vec<E>, StoreError> {
+    async fn claim(
+        &self,
+        conn: &mut PgConnection,
+        req: &ClaimRequest,
+    ) -> Result<Vec<E>, StoreError> {
         let limit = limit_i64(req.limit)?;
         let q = self
             .query(&self.sql.claim)
@@ -473,7 +495,10 @@ impl<E: PgEvent> SettleEvents for PgEventStore<E> {
                     retry_at,
                 } => {
                     actions.push("f");
-                    errors.push(Some(truncate_error(error, self.limits.last_error_max_bytes)));
+                    errors.push(Some(truncate_error(
+                        error,
+                        self.limits.last_error_max_bytes,
+                    )));
                     counted.push(*c);
                     retry.push(*retry_at);
                 }
@@ -539,7 +564,12 @@ impl<E: PgEvent> RefreshLeases for PgEventStore<E> {
             .await
             .op("refresh")?;
         rows.iter()
-            .map(|r| Ok((r.try_get("id").op("refresh")?, r.try_get("locked_at").op("refresh")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("id").op("refresh")?,
+                    r.try_get("locked_at").op("refresh")?,
+                ))
+            })
             .collect()
     }
 }
@@ -613,7 +643,8 @@ impl InboxLookup for PgEventStore<InboxEvent> {
             .fetch_optional(&mut *conn)
             .await
             .op("find_message")?;
-        row.map(|r| InboxEvent::from_row(&r, &self.limits)).transpose()
+        row.map(|r| InboxEvent::from_row(&r, &self.limits))
+            .transpose()
     }
 
     async fn has_completed_sibling(
@@ -640,7 +671,11 @@ impl InboxLookup for PgEventStore<InboxEvent> {
 }
 
 impl<E: PgEvent> DeadLetterStore for PgEventStore<E> {
-    async fn dead_letter(&self, conn: &mut PgConnection, letter: &DeadLetter) -> Result<(), StoreError> {
+    async fn dead_letter(
+        &self,
+        conn: &mut PgConnection,
+        letter: &DeadLetter,
+    ) -> Result<(), StoreError> {
         let headers = letter
             .headers
             .as_ref()

@@ -92,7 +92,10 @@ fn shipped_migration_files_match_what_migrate_applies() {
         for (i, m) in migrations.iter().enumerate() {
             let name = format!("{:04}_{}_v{}.sql", i + 1, m.table, m.version);
             let path = dir.join(sub).join(name);
-            let body = format!("-- omnibox: {} (table {}, version {})\n{}", m.description, m.table, m.version, m.sql);
+            let body = format!(
+                "-- omnibox: {} (table {}, version {})\n{}",
+                m.description, m.table, m.version, m.sql
+            );
             if std::env::var_os("OMNIBOX_BLESS_MIGRATIONS").is_some() {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &body).unwrap();
@@ -109,10 +112,12 @@ async fn rollback_removes_business_row_and_event_and_commit_keeps_both() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg).unwrap();
     let biz = format!("\"{}\".orders", db.schema);
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE TABLE {biz} (id uuid primary key)")))
-        .execute(&db.pool)
-        .await
-        .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE TABLE {biz} (id uuid primary key)"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
     for commit in [false, true] {
         let mut tx = db.pool.begin().await.unwrap();
         let id = Uuid::now_v7();
@@ -182,7 +187,13 @@ async fn duplicate_key_is_reported_and_does_not_abort_the_transaction() {
         assert!(matches!(&res[2], Inserted::Duplicate(e) if e.id() == a.id()));
         // Inbox dedup on (message_id, consumer_group).
         let m1 = inbox("m-1");
-        assert!(!inbox_store.insert(&mut tx, &m1).await.unwrap().is_duplicate());
+        assert!(
+            !inbox_store
+                .insert(&mut tx, &m1)
+                .await
+                .unwrap()
+                .is_duplicate()
+        );
         let dup = inbox_store.insert(&mut tx, &inbox("m-1")).await.unwrap();
         assert!(matches!(dup, Inserted::Duplicate(e) if e.id() == m1.id()));
         // The transaction is still usable and commits everything.
@@ -209,7 +220,10 @@ async fn concurrent_workers_never_hold_the_same_row() {
             let me = worker(&format!("w{w}"));
             loop {
                 let mut tx = pool.begin().await.unwrap();
-                let batch = store.claim(&mut tx, &ClaimRequest::new(me.clone(), 7)).await.unwrap();
+                let batch = store
+                    .claim(&mut tx, &ClaimRequest::new(me.clone(), 7))
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
                 if batch.is_empty() {
                     break;
@@ -223,7 +237,10 @@ async fn concurrent_workers_never_hold_the_same_row() {
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let seen = seen.lock().unwrap();
     let unique: HashSet<_> = seen.iter().collect();
@@ -236,16 +253,35 @@ async fn a_worker_whose_connection_dies_loses_its_locks() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg).unwrap();
     let events: Vec<_> = (0..5).map(|i| outbox("t", &format!("k{i}"))).collect();
-    store.insert_many(&mut db.pool.acquire().await.unwrap(), &events).await.unwrap();
+    store
+        .insert_many(&mut db.pool.acquire().await.unwrap(), &events)
+        .await
+        .unwrap();
     let mut doomed = db.pool.begin().await.unwrap();
-    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *doomed).await.unwrap();
-    let got = store.claim(&mut doomed, &ClaimRequest::new(worker("a"), 5)).await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *doomed)
+        .await
+        .unwrap();
+    let got = store
+        .claim(&mut doomed, &ClaimRequest::new(worker("a"), 5))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 5);
     // While A's transaction is open, B sees nothing claimable.
     let mut tx = db.pool.begin().await.unwrap();
-    assert!(store.claim(&mut tx, &ClaimRequest::new(worker("b"), 5)).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(&mut tx, &ClaimRequest::new(worker("b"), 5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     tx.rollback().await.unwrap();
-    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&db.pool).await.unwrap();
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert!(killed);
     let err = sqlx::query("SELECT 1").execute(&mut *doomed).await;
     assert!(err.is_err());
@@ -253,7 +289,10 @@ async fn a_worker_whose_connection_dies_loses_its_locks() {
     let mut tx = db.pool.begin().await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            let got = store.claim(&mut tx, &ClaimRequest::new(worker("b"), 5)).await.unwrap();
+            let got = store
+                .claim(&mut tx, &ClaimRequest::new(worker("b"), 5))
+                .await
+                .unwrap();
             if !got.is_empty() {
                 break got;
             }
@@ -277,11 +316,20 @@ async fn stale_leases_are_recovered_and_count_an_attempt() {
         .max_attempts(1)
         .build()
         .unwrap();
-    store.insert_many(&mut conn, &[e1.clone(), e2.clone()]).await.unwrap();
-    let got = store.claim(&mut conn, &ClaimRequest::new(worker("dead"), 10)).await.unwrap();
+    store
+        .insert_many(&mut conn, &[e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(worker("dead"), 10))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 2);
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let r = store.release_stale(&mut conn, TimeDelta::milliseconds(1), 100).await.unwrap();
+    let r = store
+        .release_stale(&mut conn, TimeDelta::milliseconds(1), 100)
+        .await
+        .unwrap();
     assert_eq!((r.released, r.failed), (1, 1));
     let (st, attempts, err) = status_of(&db, "outbox_events", e1.id()).await;
     assert_eq!((st.as_str(), attempts), ("pending", 1));
@@ -291,7 +339,10 @@ async fn stale_leases_are_recovered_and_count_an_attempt() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].event_id, Some(e2.id()));
     // Claim-time takeover of an expired lease counts too, and the new owner gets it.
-    let got = store.claim(&mut conn, &ClaimRequest::new(worker("a"), 10)).await.unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(worker("a"), 10))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
     tokio::time::sleep(Duration::from_millis(5)).await;
     let req = ClaimRequest::new(worker("b"), 10).lease_ttl(TimeDelta::milliseconds(1));
@@ -300,9 +351,15 @@ async fn stale_leases_are_recovered_and_count_an_attempt() {
     assert_eq!(taken[0].common().attempts_made, 2);
     assert_eq!(taken[0].common().locked_by.as_deref(), Some("b"));
     // The old owner's settlement is fenced off.
-    let r = store.settle(&mut conn, &worker("a"), &complete(&got)).await.unwrap();
+    let r = store
+        .settle(&mut conn, &worker("a"), &complete(&got))
+        .await
+        .unwrap();
     assert_eq!(r.lease_lost, vec![e1.id()]);
-    let r = store.settle(&mut conn, &worker("b"), &complete(&taken)).await.unwrap();
+    let r = store
+        .settle(&mut conn, &worker("b"), &complete(&taken))
+        .await
+        .unwrap();
     assert_eq!(r.completed, vec![e1.id()]);
 }
 
@@ -316,7 +373,10 @@ async fn per_key_order_holds_under_concurrent_workers() {
             events.push(outbox_at("t", &format!("key{k}"), i * 4 + k));
         }
     }
-    store.insert_many(&mut db.pool.acquire().await.unwrap(), &events).await.unwrap();
+    store
+        .insert_many(&mut db.pool.acquire().await.unwrap(), &events)
+        .await
+        .unwrap();
     let mut tasks = Vec::new();
     for w in 0..4 {
         let (pool, store) = (db.pool.clone(), store.clone());
@@ -325,10 +385,17 @@ async fn per_key_order_holds_under_concurrent_workers() {
             let mut idle = 0;
             while idle < 20 {
                 let mut tx = pool.begin().await.unwrap();
-                let batch = store.claim(&mut tx, &ClaimRequest::new(me.clone(), 10)).await.unwrap();
+                let batch = store
+                    .claim(&mut tx, &ClaimRequest::new(me.clone(), 10))
+                    .await
+                    .unwrap();
                 tx.commit().await.unwrap();
                 let keys: HashSet<_> = batch.iter().map(|e| e.partition_key.clone()).collect();
-                assert_eq!(keys.len(), batch.len(), "at most one event per key in a batch");
+                assert_eq!(
+                    keys.len(),
+                    batch.len(),
+                    "at most one event per key in a batch"
+                );
                 if batch.is_empty() {
                     idle += 1;
                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -342,7 +409,10 @@ async fn per_key_order_holds_under_concurrent_workers() {
         }));
     }
     for t in tasks {
-        tokio::time::timeout(Duration::from_secs(120), t).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(120), t)
+            .await
+            .unwrap()
+            .unwrap();
     }
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT partition_key, completed_at FROM \"{}\".outbox_events WHERE status = 'completed' ORDER BY partition_key, created_at, id",
@@ -368,17 +438,26 @@ async fn terminal_failures_are_dead_lettered_grouped_replayed_and_discarded() {
     let store = PgOutboxStore::new(&cfg).unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     let mk = || {
-        omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "t", Uuid::now_v7().to_string())
-            .payload(serde_json::json!({"a": 1}))
-            .max_attempts(2)
-            .build()
-            .unwrap()
+        omnibox_core::model::OutboxEvent::builder(
+            "o",
+            Uuid::now_v7(),
+            "t",
+            "t",
+            Uuid::now_v7().to_string(),
+        )
+        .payload(serde_json::json!({"a": 1}))
+        .max_attempts(2)
+        .build()
+        .unwrap()
     };
     let events: Vec<_> = (0..3).map(|_| mk()).collect();
     store.insert_many(&mut conn, &events).await.unwrap();
     let me = worker("w");
     for round in 0..2 {
-        let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 10)).await.unwrap();
+        let got = store
+            .claim(&mut conn, &ClaimRequest::new(me.clone(), 10))
+            .await
+            .unwrap();
         assert_eq!(got.len(), 3);
         let s: Vec<_> = got
             .iter()
@@ -387,7 +466,10 @@ async fn terminal_failures_are_dead_lettered_grouped_replayed_and_discarded() {
                 id: e.id(),
                 lease: e.common().locked_at.unwrap(),
                 action: Settle::Fail {
-                    error: format!("broker said no to order {}", 1000 + i * (i % 2 + 1) * 7 + round),
+                    error: format!(
+                        "broker said no to order {}",
+                        1000 + i * (i % 2 + 1) * 7 + round
+                    ),
                     counted: true,
                     retry_at: None,
                 },
@@ -413,30 +495,50 @@ async fn terminal_failures_are_dead_lettered_grouped_replayed_and_discarded() {
     let b = store.backlog(&mut conn).await.unwrap();
     assert_eq!((b.pending, b.failed, b.dead_letters), (1, 2, 2));
     let r = store
-        .replay_dead_letters(&mut conn, &DeadLetterSelector::Fingerprint(groups[0].fingerprint.clone()))
+        .replay_dead_letters(
+            &mut conn,
+            &DeadLetterSelector::Fingerprint(groups[0].fingerprint.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(r.replayed, 2);
     // Discard: fail one terminally again, then discard its letter.
-    let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 1)).await.unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(me.clone(), 1))
+        .await
+        .unwrap();
     let s = vec![Settlement {
         id: got[0].id(),
         lease: got[0].common().locked_at.unwrap(),
-        action: Settle::Fail { error: "x".into(), counted: true, retry_at: None },
+        action: Settle::Fail {
+            error: "x".into(),
+            counted: true,
+            retry_at: None,
+        },
     }];
     store.settle(&mut conn, &me, &s).await.unwrap();
-    let got = store.claim(&mut conn, &ClaimRequest::new(me.clone(), 3)).await.unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(me.clone(), 3))
+        .await
+        .unwrap();
     let s: Vec<_> = got
         .iter()
         .map(|e| Settlement {
             id: e.id(),
             lease: e.common().locked_at.unwrap(),
-            action: Settle::Fail { error: "y".into(), counted: true, retry_at: None },
+            action: Settle::Fail {
+                error: "y".into(),
+                counted: true,
+                retry_at: None,
+            },
         })
         .collect();
     store.settle(&mut conn, &me, &s).await.unwrap();
     assert!(store.backlog(&mut conn).await.unwrap().dead_letters >= 1);
-    let n = store.discard_dead_letters(&mut conn, &DeadLetterSelector::All).await.unwrap();
+    let n = store
+        .discard_dead_letters(&mut conn, &DeadLetterSelector::All)
+        .await
+        .unwrap();
     assert!(n >= 1);
     assert_eq!(store.backlog(&mut conn).await.unwrap().dead_letters, 0);
     // requeue_failed by event id.
@@ -473,23 +575,30 @@ async fn claim_plan_uses_the_pending_index_and_its_cost_stays_flat() {
                 .execute(&pool)
                 .await
                 .unwrap();
-            let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
-                .bind("w")
-                .bind(500_i64)
-                .bind(300_000_000_i64)
-                .bind(Vec::<String>::new())
-                .bind(Vec::<String>::new())
-                .bind(Vec::<String>::new())
-                .fetch_one(&pool)
-                .await
-                .unwrap();
+            let plan: serde_json::Value =
+                sqlx::query_scalar(AssertSqlSafe(format!("EXPLAIN (FORMAT JSON) {sql}")))
+                    .bind("w")
+                    .bind(500_i64)
+                    .bind(300_000_000_i64)
+                    .bind(Vec::<String>::new())
+                    .bind(Vec::<String>::new())
+                    .bind(Vec::<String>::new())
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
             let cost = plan[0]["Plan"]["Total Cost"].as_f64().unwrap();
             (plan.to_string(), cost)
         }
     };
-    sqlx::query(AssertSqlSafe(fill(1, 1_000))).execute(&db.pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(fill(1, 1_000)))
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let (plan_small, cost_small) = explain(store.claim_sql().to_owned()).await;
-    sqlx::query(AssertSqlSafe(fill(1_001, 1_000_000))).execute(&db.pool).await.unwrap();
+    sqlx::query(AssertSqlSafe(fill(1_001, 1_000_000)))
+        .execute(&db.pool)
+        .await
+        .unwrap();
     let (plan_big, cost_big) = explain(store.claim_sql().to_owned()).await;
     for plan in [&plan_small, &plan_big] {
         assert!(plan.contains("idx_outbox_events_pending_fetch"), "{plan}");
@@ -507,17 +616,28 @@ async fn notify_wakes_listeners_only_on_commit() {
     let cfg = db.config().notify_channel(channel.clone());
     migrate(&db.pool, &cfg).await.unwrap();
     let store = PgOutboxStore::new(&cfg).unwrap();
-    let mut wake = Wakeup::connect(&db.pool, &cfg, Duration::from_millis(300)).await.unwrap();
+    let mut wake = Wakeup::connect(&db.pool, &cfg, Duration::from_millis(300))
+        .await
+        .unwrap();
     assert!(wake.is_listening());
     let mut tx = db.pool.begin().await.unwrap();
     store.enqueue(&mut tx, &outbox("t", "k")).await.unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(wake.wait().await, Woken::Poll);
     let mut tx = db.pool.begin().await.unwrap();
-    store.insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
+    store
+        .insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")])
+        .await
+        .unwrap();
     store.enqueue(&mut tx, &outbox("t", "c")).await.unwrap();
     tx.commit().await.unwrap();
-    let mut wake2 = Wakeup::connect(&db.pool, &cfg.clone().pgbouncer(true), Duration::from_millis(10)).await.unwrap();
+    let mut wake2 = Wakeup::connect(
+        &db.pool,
+        &cfg.clone().pgbouncer(true),
+        Duration::from_millis(10),
+    )
+    .await
+    .unwrap();
     assert!(!wake2.is_listening(), "PgBouncer mode is poll-only");
     assert_eq!(wake2.wait().await, Woken::Poll);
     let woke = tokio::time::timeout(Duration::from_secs(5), async {
@@ -534,7 +654,9 @@ async fn notify_wakes_listeners_only_on_commit() {
 #[tokio::test]
 async fn pgbouncer_mode_leaves_no_prepared_statements_and_timeout_is_restored() {
     let (db, cfg) = TestDb::migrated(false).await;
-    let cfg = cfg.pgbouncer(true).claim_timeout(Duration::from_millis(1500));
+    let cfg = cfg
+        .pgbouncer(true)
+        .claim_timeout(Duration::from_millis(1500));
     let store = PgOutboxStore::new(&cfg).unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let before: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
@@ -547,9 +669,18 @@ async fn pgbouncer_mode_leaves_no_prepared_statements_and_timeout_is_restored() 
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    store.insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
-    let got = store.claim(&mut tx, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
-    store.settle(&mut tx, &worker("w"), &complete(&got)).await.unwrap();
+    store
+        .insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")])
+        .await
+        .unwrap();
+    let got = store
+        .claim(&mut tx, &ClaimRequest::new(worker("w"), 5))
+        .await
+        .unwrap();
+    store
+        .settle(&mut tx, &worker("w"), &complete(&got))
+        .await
+        .unwrap();
     let after: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
         .persistent(false)
         .fetch_one(&mut *tx)
@@ -569,15 +700,24 @@ async fn pgbouncer_mode_leaves_no_prepared_statements_and_timeout_is_restored() 
 async fn claim_timeout_cancels_a_blocked_claim_as_a_timeout() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg.claim_timeout(Duration::from_millis(200))).unwrap();
-    store.insert(&mut db.pool.acquire().await.unwrap(), &outbox("t", "k")).await.unwrap();
-    // An exclusive table lock makes the claim wait; the statement timeout ends it.
-    let mut holder = db.pool.begin().await.unwrap();
-    sqlx::query(AssertSqlSafe(format!("LOCK TABLE \"{}\".outbox_events IN ACCESS EXCLUSIVE MODE", db.schema)))
-        .execute(&mut *holder)
+    store
+        .insert(&mut db.pool.acquire().await.unwrap(), &outbox("t", "k"))
         .await
         .unwrap();
+    // An exclusive table lock makes the claim wait; the statement timeout ends it.
+    let mut holder = db.pool.begin().await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "LOCK TABLE \"{}\".outbox_events IN ACCESS EXCLUSIVE MODE",
+        db.schema
+    )))
+    .execute(&mut *holder)
+    .await
+    .unwrap();
     let mut tx = db.pool.begin().await.unwrap();
-    let err = store.claim(&mut tx, &ClaimRequest::new(worker("w"), 5)).await.unwrap_err();
+    let err = store
+        .claim(&mut tx, &ClaimRequest::new(worker("w"), 5))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Timeout { .. }), "{err:?}");
     holder.rollback().await.unwrap();
 }
@@ -587,14 +727,26 @@ async fn delete_mode_removes_completed_rows() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg.completion(CompletionMode::Delete)).unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
-    store.insert_many(&mut conn, &[outbox("t", "a"), outbox("t", "b")]).await.unwrap();
-    let got = store.claim(&mut conn, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
-    let r = store.settle(&mut conn, &worker("w"), &complete(&got)).await.unwrap();
-    assert_eq!(r.completed.len(), 2);
-    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM \"{}\".outbox_events", db.schema)))
-        .fetch_one(&mut *conn)
+    store
+        .insert_many(&mut conn, &[outbox("t", "a"), outbox("t", "b")])
         .await
         .unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(worker("w"), 5))
+        .await
+        .unwrap();
+    let r = store
+        .settle(&mut conn, &worker("w"), &complete(&got))
+        .await
+        .unwrap();
+    assert_eq!(r.completed.len(), 2);
+    let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{}\".outbox_events",
+        db.schema
+    )))
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -604,9 +756,16 @@ async fn partitions_are_created_ahead_and_expired_ones_dropped() {
     let store = PgOutboxStore::new(&cfg).unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
     let now = chrono::Utc::now();
-    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now - TimeDelta::days(5), 7, TimeDelta::days(2))
-        .await
-        .unwrap();
+    let r = partition::maintain(
+        &mut conn,
+        store.names(),
+        partition::Period::Day,
+        now - TimeDelta::days(5),
+        7,
+        TimeDelta::days(2),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.created.len(), 8);
     // An event in an old partition keeps it alive while pending.
     let old = omnibox_core::model::OutboxEvent::builder("o", Uuid::now_v7(), "t", "t", "k")
@@ -616,17 +775,49 @@ async fn partitions_are_created_ahead_and_expired_ones_dropped() {
         .build()
         .unwrap();
     store.insert(&mut conn, &old).await.unwrap();
-    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now, 2, TimeDelta::days(2)).await.unwrap();
+    let r = partition::maintain(
+        &mut conn,
+        store.names(),
+        partition::Period::Day,
+        now,
+        2,
+        TimeDelta::days(2),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.kept.len(), 1, "{r:?}");
     assert_eq!(r.dropped.len(), 2, "{r:?}");
-    let got = store.claim(&mut conn, &ClaimRequest::new(worker("w"), 5)).await.unwrap();
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(worker("w"), 5))
+        .await
+        .unwrap();
     assert_eq!(got.len(), 1);
-    store.settle(&mut conn, &worker("w"), &complete(&got)).await.unwrap();
-    let r = partition::maintain(&mut conn, store.names(), partition::Period::Day, now, 2, TimeDelta::days(2)).await.unwrap();
+    store
+        .settle(&mut conn, &worker("w"), &complete(&got))
+        .await
+        .unwrap();
+    let r = partition::maintain(
+        &mut conn,
+        store.names(),
+        partition::Period::Day,
+        now,
+        2,
+        TimeDelta::days(2),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.dropped.len(), 1, "{r:?}");
     let plain = PgOutboxStore::new(&PgStoreConfig::new().schema(db.schema.clone())).unwrap();
     assert!(matches!(
-        partition::maintain(&mut conn, plain.names(), partition::Period::Day, now, 1, TimeDelta::days(1)).await,
+        partition::maintain(
+            &mut conn,
+            plain.names(),
+            partition::Period::Day,
+            now,
+            1,
+            TimeDelta::days(1)
+        )
+        .await,
         Err(StoreError::InvalidRequest(_))
     ));
 }

@@ -12,6 +12,7 @@
 //! | `rabbitmq` | [`rabbitmq`]: lapin publisher (confirms) and consumer |
 //! | `nats` | [`nats`]: async-nats JetStream publisher and consumer |
 //! | `metrics` | [`metrics`]: metrics-facade sink and backlog observer |
+//! | `prometheus` | `metrics::install_prometheus`: a Prometheus `/metrics` endpoint |
 //! | `otel` | [`otel`]: OpenTelemetry spans and W3C trace-context propagation |
 //! | `full` | all of the above |
 //!
@@ -41,9 +42,13 @@ pub use omnibox_rabbitmq as rabbitmq;
 #[cfg(feature = "nats")]
 pub use omnibox_nats as nats;
 
-/// Metrics (feature `metrics`).
-#[cfg(feature = "metrics")]
-pub use omnibox_metrics as metrics;
+/// Metrics: core's sink trait and measurements, plus (feature `metrics`) the `metrics`-facade
+/// sink and backlog observer, and (feature `prometheus`) the Prometheus endpoint.
+pub mod metrics {
+    pub use omnibox_core::metrics::*;
+    #[cfg(feature = "metrics")]
+    pub use omnibox_metrics::*;
+}
 
 /// OpenTelemetry (feature `otel`).
 #[cfg(feature = "otel")]

@@ -152,7 +152,10 @@ impl<S, T> MaintenanceWorkerBuilder<S, T> {
             return Err(bad("stale_after", "must be positive"));
         }
         if w.stale_batch == 0 || w.cleanup_batch == 0 || w.cleanup_iterations == 0 {
-            return Err(bad("batch", "batch sizes and iterations must be at least 1"));
+            return Err(bad(
+                "batch",
+                "batch sizes and iterations must be at least 1",
+            ));
         }
         if w.retention.is_some_and(|r| r < TimeDelta::zero()) {
             return Err(bad("retention", "must not be negative"));

@@ -69,3 +69,5 @@ pub enum Stopped {
     Aborted,
 }
 
+#[cfg(test)]
+mod tests;

@@ -15,6 +15,7 @@ use omnibox_kafka::rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use omnibox_kafka::rdkafka::mocking::MockCluster;
 use omnibox_kafka::rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
 use omnibox_kafka::rdkafka::{Offset, TopicPartitionList};
+use omnibox_testing::ServiceError;
 
 /// Every wait in these tests is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(30);
@@ -32,19 +33,27 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    pub fn resolve() -> Self {
-        match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            Ok(b) if !b.trim().is_empty() => Kafka {
-                bootstrap: b,
+    /// `KAFKA_BOOTSTRAP_SERVERS` (or a testcontainers Kafka) through
+    /// [`omnibox_testing::kafka_bootstrap`]; without either, librdkafka's in-process mock
+    /// cluster. Any other resolution error fails the test loudly.
+    pub async fn resolve() -> Self {
+        match omnibox_testing::kafka_bootstrap().await {
+            Ok(bootstrap) => Kafka {
+                bootstrap,
                 mock: None,
             },
-            _ => {
-                let mock = MockCluster::new(1).expect("start librdkafka's mock cluster");
-                Kafka {
-                    bootstrap: mock.bootstrap_servers(),
-                    mock: Some(mock),
-                }
-            }
+            Err(ServiceError::UseKafkaMockCluster { .. }) => Self::mock_cluster(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Always a fresh in-process mock cluster, whatever the environment says: for tests
+    /// that inject broker faults through the mock API.
+    pub fn mock_cluster() -> Self {
+        let mock = MockCluster::new(1).expect("start librdkafka's mock cluster");
+        Kafka {
+            bootstrap: mock.bootstrap_servers(),
+            mock: Some(mock),
         }
     }
 
@@ -143,8 +152,9 @@ impl Kafka {
     }
 }
 
+/// A unique topic / group name.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+    omnibox_testing::unique_name(prefix)
 }
 
 /// Drop a consumer on a detached thread (closing it blocks while it leaves the group) and

@@ -48,7 +48,9 @@ impl TestDb {
     pub async fn migrated(partitioned: bool) -> (Self, PgStoreConfig) {
         let db = Self::new().await;
         let cfg = db.config().partitioned(partitioned);
-        omnibox_postgres::migrate(&db.pool, &cfg).await.expect("migrate");
+        omnibox_postgres::migrate(&db.pool, &cfg)
+            .await
+            .expect("migrate");
         (db, cfg)
     }
 }

@@ -1,0 +1,86 @@
+//! A relay process for the fault tests: PostgreSQL outbox → RabbitMQ (default exchange,
+//! routing key = topic = queue), run by a [`RelayWorker`] until SIGTERM / Ctrl-C (first
+//! signal graceful, second abort). The SIGKILL test kills it mid-drain.
+//!
+//! Usage: `DATABASE_URL=... AMQP_URL=... omnibox-e2e-relay <schema> <worker-id> [batch]
+//! [publish-concurrency] [lease-secs]`.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use omnibox_core::relay::OutboxRelay;
+use omnibox_core::worker::RelayWorker;
+use omnibox_core::{Shutdown, WorkerId};
+use omnibox_postgres::{PgDatabase, PgOutboxStore, PgStoreConfig};
+use omnibox_rabbitmq::{PublisherOptions, RabbitPublisher, RoutingMode, lapin};
+use tokio::signal::unix::{SignalKind, signal};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env(name: &str) -> Result<String, BoxError> {
+    std::env::var(name).map_err(|_| format!("{name} must be set").into())
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T, BoxError> {
+    match args.get(i) {
+        None => Ok(default),
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("argument {i} `{s}` is invalid").into()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().collect();
+    let schema = args
+        .get(1)
+        .ok_or("usage: omnibox-e2e-relay <schema> <worker-id>")?;
+    let worker = WorkerId::new(args.get(2).ok_or("missing worker id")?)?;
+    let batch: u32 = arg(&args, 3, 200)?;
+    let concurrency: usize = arg(&args, 4, 64)?;
+    let lease_secs: i64 = arg(&args, 5, 10)?;
+
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&env("DATABASE_URL")?)
+        .await?;
+    let config = PgStoreConfig::new().schema(schema.as_str());
+    let outbox = PgOutboxStore::new(&config)?;
+    let amqp =
+        lapin::Connection::connect(&env("AMQP_URL")?, lapin::ConnectionProperties::default())
+            .await?;
+    let publisher = RabbitPublisher::new(amqp).with_options(
+        PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
+    );
+    let relay = OutboxRelay::builder(outbox, publisher)
+        .batch_size(batch)
+        .publish_concurrency(concurrency)
+        .publish_timeout(Duration::from_secs(2))
+        .lease_ttl(TimeDelta::seconds(lease_secs))
+        .build()?;
+    let mut relay_worker = RelayWorker::builder(relay, PgDatabase::new(pool), worker)
+        .poll_interval(Duration::from_millis(100))
+        .build()?;
+
+    let shutdown = Shutdown::new();
+    let on_signal = shutdown.clone();
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                r = tokio::signal::ctrl_c() => if r.is_err() { break },
+            }
+            on_signal.trigger(); // first: graceful; second: abort
+        }
+    });
+    println!("ready");
+    let summary = relay_worker.run(&shutdown).await;
+    eprintln!("{summary:?}");
+    Ok(())
+}
