@@ -48,13 +48,10 @@ where
             .poll_interval(Duration::from_millis(200));
         let shutdown = shutdown.clone();
         if listen {
-            let wake = omnibox_postgres::Wakeup::connect(
-                &pg.pool,
-                &pg.config,
-                Duration::from_millis(200),
-            )
-            .await
-            .unwrap();
+            let wake =
+                omnibox_postgres::Wakeup::connect(&pg.pool, &pg.config, Duration::from_millis(200))
+                    .await
+                    .unwrap();
             assert!(wake.is_listening());
             let mut w = builder.wakeup(wake).build().unwrap();
             tokio::spawn(async move { w.run(&shutdown).await })

@@ -202,7 +202,16 @@ impl<E: PgEvent> PgEventStore<E> {
         } else {
             &self.sql.insert
         };
-        let q = E::bind_extra(bind_common(self.query(sql), events), events);
+        // Collapse in-batch duplicates to their first occurrence (a partitioned table's
+        // unique index cannot see that two rows with different created_at share a key).
+        let mut first: HashSet<&(String, String)> = HashSet::new();
+        let to_insert: Vec<E> = events
+            .iter()
+            .zip(&identities)
+            .filter(|(_, ident)| ident.as_ref().is_none_or(|k| first.insert(k)))
+            .map(|(e, _)| e.clone())
+            .collect();
+        let q = E::bind_extra(bind_common(self.query(sql), &to_insert), &to_insert);
         let rows = q.fetch_all(&mut *conn).await.op("insert")?;
         let mut inserted: HashMap<Uuid, E> = HashMap::with_capacity(rows.len());
         for e in self.decode(&rows)? {

@@ -31,19 +31,27 @@
 //! per event, and events already published are published again (at least once). An
 //! aborted inbox message is rolled back and, not being acknowledged, redelivered.
 //!
-//! The core has no signal handling; wire signals in your binary, e.g. with tokio's
-//! `signal` feature:
+//! The core has no signal handling; wire signals in your binary (the `omnibox-e2e-relay`
+//! binary does, for SIGTERM and Ctrl-C). Forward each signal to one trigger:
 //!
-//! ```ignore
-//! let shutdown = omnibox_core::Shutdown::new();
-//! let on_signal = shutdown.clone();
-//! tokio::spawn(async move {
-//!     // First Ctrl-C: graceful. Second: abort.
-//!     while tokio::signal::ctrl_c().await.is_ok() {
-//!         on_signal.trigger();
+//! ```
+//! use omnibox_core::Shutdown;
+//!
+//! /// Trigger `shutdown` once per signal: the first stops gracefully, the second aborts.
+//! async fn forward_signals(shutdown: Shutdown, mut next_signal: impl AsyncFnMut() -> bool) {
+//!     while next_signal().await {
+//!         shutdown.trigger();
 //!     }
-//! });
-//! let summary = relay_worker.run(&shutdown).await;
+//! }
+//! // In a binary with tokio's `signal` feature:
+//! // tokio::spawn(forward_signals(shutdown.clone(), async || tokio::signal::ctrl_c().await.is_ok()));
+//! // let summary = relay_worker.run(&shutdown).await;
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let shutdown = Shutdown::new();
+//! let mut signals = 2;
+//! forward_signals(shutdown.clone(), async || { signals -= 1; signals >= 0 }).await;
+//! assert!(shutdown.is_abort_requested());
+//! # });
 //! ```
 
 pub mod inbox;

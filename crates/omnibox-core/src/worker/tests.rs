@@ -321,7 +321,7 @@ async fn relay_worker_graceful_stop_finishes_the_batch_and_releases_the_rest() {
     let summary = bounded("stop", run).await.unwrap();
     assert_eq!(summary.stopped, Stopped::Graceful);
     let published = broker.published("orders").len() as u64;
-    assert!(published >= 1 && published < 10, "{published}");
+    assert!((1..10).contains(&published), "{published}");
     assert_eq!(summary.published, published);
     assert_eq!(summary.released, 10 - published);
     let all = rows(&db, &store).await;
@@ -373,7 +373,7 @@ async fn relay_worker_abort_drops_the_batch_and_the_leases_are_recovered_with_an
     let all = rows(&db, &store).await;
     assert!(
         all.iter()
-            .all(|e| e.common.locked_by.as_ref().map(|w| w.as_str()) == Some("relay-1")),
+            .all(|e| e.common.locked_by.as_deref() == Some("relay-1")),
         "aborted batch keeps its leases until they expire"
     );
     clock.advance(TimeDelta::seconds(61));

@@ -40,7 +40,7 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "error".into()),
         )
         .with_test_writer()
         .try_init();
@@ -86,17 +86,24 @@ impl Pg {
         schema: String,
         configure: impl FnOnce(PgStoreConfig) -> PgStoreConfig,
     ) -> Self {
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}")))
-            .execute(&pool)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema}"
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
         let config = configure(PgStoreConfig::new().schema(schema.as_str()));
         omnibox_postgres::migrate(&pool, &config).await.unwrap();
         for ddl in [
-            format!("CREATE TABLE IF NOT EXISTS {schema}.effects (message_id text PRIMARY KEY, n int NOT NULL)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {schema}.effects (message_id text PRIMARY KEY, n int NOT NULL)"
+            ),
             format!("CREATE TABLE IF NOT EXISTS {schema}.orders (id uuid PRIMARY KEY)"),
         ] {
-            sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(&pool).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(ddl))
+                .execute(&pool)
+                .await
+                .unwrap();
         }
         Self {
             outbox: PgOutboxStore::new(&config).unwrap(),

@@ -5,16 +5,14 @@ use chrono::Utc;
 use omnibox_core::model::{InboxEvent, OutboxEvent};
 use omnibox_postgres::PgStoreConfig;
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use uuid::Uuid;
 
-pub fn database_url() -> String {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => panic!(
-            "DATABASE_URL is not set: the omnibox-postgres tests need a PostgreSQL server \
-             (e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)"
-        ),
+/// DATABASE_URL, else a testcontainers PostgreSQL, else a loud error naming the variable.
+pub async fn database_url() -> String {
+    match omnibox_testing::postgres_url().await {
+        Ok(url) => url,
+        Err(e) => panic!("omnibox-postgres tests need PostgreSQL: {e}"),
     }
 }
 
@@ -22,23 +20,25 @@ pub fn database_url() -> String {
 pub struct TestDb {
     pub pool: PgPool,
     pub schema: String,
+    url: String,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
-        let url = database_url();
+        let url = database_url().await;
         let schema = format!("omnibox_t_{}", Uuid::new_v4().simple());
+        let options: PgConnectOptions = url.parse().expect("DATABASE_URL is a postgres URL");
         let pool = PgPoolOptions::new()
-            .max_connections(12)
+            .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(30))
-            .connect(&url)
+            .connect_with(options.application_name(&schema))
             .await
             .expect("connect to DATABASE_URL");
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
             .execute(&pool)
             .await
             .expect("create schema");
-        Self { pool, schema }
+        Self { pool, schema, url }
     }
 
     pub fn config(&self) -> PgStoreConfig {
@@ -58,7 +58,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let schema = self.schema.clone();
-        let url = database_url();
+        let url = self.url.clone();
         // Async cleanup on a separate thread with its own runtime, so it also runs while a
         // failed test unwinds.
         let _ = std::thread::spawn(move || {
@@ -68,6 +68,15 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&url).await {
+                    // The test's own connections may still hold locks (a transaction whose
+                    // rollback is queued on the blocked runtime): end them first.
+                    let _ = sqlx::query(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&schema)
+                    .execute(&pool)
+                    .await;
                     let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
                     )))
