@@ -23,7 +23,7 @@ use crate::pipeline::steps::{CircuitBreakerStep, DeadLetterHandler};
 use crate::pipeline::{BatchResult, CommitStrategy, Processor, Step};
 use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
-use crate::store::{ClaimEvents, EventStore, Filters, SettleEvents, Transactions};
+use crate::store::{ClaimEvents, EventStore, Filters, RefreshLeases, SettleEvents, Transactions};
 
 /// Default events per batch.
 pub const DEFAULT_BATCH_SIZE: u32 = 100;
@@ -291,6 +291,7 @@ where
     ) -> Result<BatchResult, StoreError>
     where
         T: Transactions<Conn = S::Conn>,
+        S: RefreshLeases,
     {
         let _permit = self.permit().await;
         self.processor

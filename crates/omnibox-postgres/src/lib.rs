@@ -120,5 +120,8 @@ pub use ident::Ident;
 pub use migrate::{migrate, migration_sql};
 pub use omnibox_core::error::StoreError;
 pub use row::PgEvent;
+/// The sqlx this crate is built on, so applications write their business rows with the
+/// same version (`omnibox::postgres::sqlx`).
+pub use sqlx;
 pub use store::{PgEventStore, PgInboxStore, PgOutboxStore};
 pub use wakeup::{Wakeup, Woken};

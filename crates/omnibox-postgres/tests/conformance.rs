@@ -11,7 +11,10 @@ use omnibox_postgres::{PgDatabase, PgInboxStore, PgOutboxStore};
 /// one starts, and the last one when the test ends (or unwinds).
 type Guards = Arc<Mutex<Option<TestDb>>>;
 
-async fn fresh(guards: &Guards, partitioned: bool) -> (PgDatabase, omnibox_postgres::PgStoreConfig) {
+async fn fresh(
+    guards: &Guards,
+    partitioned: bool,
+) -> (PgDatabase, omnibox_postgres::PgStoreConfig) {
     let old = guards.lock().unwrap().take();
     drop(old);
     let (db, cfg) = TestDb::migrated(partitioned).await;

@@ -1,10 +1,10 @@
 //! The batch processor: claim → run the steps for each event → settle every event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::context::{BatchCtx, Verdict};
@@ -16,7 +16,8 @@ use crate::metrics::{Metric, MetricsSink, NoopMetrics};
 use crate::model::{Event, WorkerId};
 use crate::shutdown::Shutdown;
 use crate::store::{
-    ClaimRequest, EventStore, Filters, Settle, SettleEvents, SettleReport, Settlement, Transactions,
+    ClaimRequest, EventStore, Filters, RefreshLeases, Settle, SettleEvents, SettleReport,
+    Settlement, Transactions,
 };
 
 /// How results are written back.
@@ -235,6 +236,12 @@ where
     /// Lease mode, for work that must not hold a transaction open (publishing): claim and
     /// commit the leases, run the steps with no connection, then settle in a second
     /// transaction, fenced by the leases.
+    ///
+    /// While the steps run, the leases are refreshed every third of the lease length (each
+    /// refresh in its own short transaction), so a slow broker cannot make a lease expire
+    /// under a batch that is still publishing. Settling is fenced by the latest lease
+    /// tokens; an event whose refresh failed and whose lease was taken over is reported in
+    /// [`BatchResult::lease_lost`].
     pub async fn process_leased<T>(
         &self,
         db: &T,
@@ -244,6 +251,7 @@ where
     ) -> Result<BatchResult, StoreError>
     where
         T: Transactions<Conn = S::Conn>,
+        S: RefreshLeases,
     {
         if shutdown.is_requested() {
             return Ok(BatchResult::default());
@@ -261,10 +269,27 @@ where
         if events.is_empty() {
             return Ok(BatchResult::default());
         }
-        let verdicts = self.run(&events, None, worker, shutdown).await;
+        let leases: Mutex<HashMap<Uuid, DateTime<Utc>>> = Mutex::new(
+            events
+                .iter()
+                .filter_map(|e| e.common().locked_at.map(|at| (e.id(), at)))
+                .collect(),
+        );
+        let verdicts = {
+            let run = self.run(&events, None, worker, shutdown);
+            let refresh = self.refresh_leases(db, worker, &leases);
+            tokio::pin!(run, refresh);
+            tokio::select! {
+                verdicts = &mut run => verdicts,
+                never = &mut refresh => match never {},
+            }
+        };
+        let leases = leases.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut result = match db.begin().await {
             Ok(mut tx) => {
-                let mut r = self.settle(&mut tx, worker, &events, verdicts).await;
+                let mut r = self
+                    .settle_fenced(&mut tx, worker, &events, verdicts, Some(&leases))
+                    .await;
                 if r.commit_error.is_none() {
                     if let Err(e) = db.commit(tx).await {
                         r.commit_error = Some(e);
@@ -370,13 +395,89 @@ where
         verdicts
     }
 
-    /// Write verdicts back, fenced by each event's lease.
+    /// Refresh the batch's leases every third of the lease length, forever (the caller
+    /// drops this future when the batch's steps are done).
+    async fn refresh_leases<T>(
+        &self,
+        db: &T,
+        worker: &WorkerId,
+        leases: &Mutex<HashMap<Uuid, DateTime<Utc>>>,
+    ) -> std::convert::Infallible
+    where
+        T: Transactions<Conn = S::Conn>,
+        S: RefreshLeases,
+    {
+        let every = (self.lease_ttl / 3)
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1))
+            .max(std::time::Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(every).await;
+            let current: Vec<(Uuid, DateTime<Utc>)> = leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(id, at)| (*id, *at))
+                .collect();
+            match self.refresh_once(db, worker, &current).await {
+                Ok(renewed) => {
+                    let mut map = leases.lock().unwrap_or_else(|p| p.into_inner());
+                    if renewed.len() < current.len() {
+                        tracing::warn!(job = %self.job, lost = current.len() - renewed.len(), "leases lost during the batch");
+                    }
+                    for (id, at) in renewed {
+                        map.insert(id, at);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(job = %self.job, error = %e, "refreshing leases failed; retrying");
+                }
+            }
+        }
+    }
+
+    async fn refresh_once<T>(
+        &self,
+        db: &T,
+        worker: &WorkerId,
+        current: &[(Uuid, DateTime<Utc>)],
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>, StoreError>
+    where
+        T: Transactions<Conn = S::Conn>,
+        S: RefreshLeases,
+    {
+        let mut tx = db.begin().await?;
+        match self.store.refresh(&mut tx, worker, current).await {
+            Ok(renewed) => {
+                db.commit(tx).await?;
+                Ok(renewed)
+            }
+            Err(e) => {
+                let _ = db.rollback(tx).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Write verdicts back, fenced by each event's lease (its `locked_at` as claimed).
     pub async fn settle(
         &self,
         conn: &mut S::Conn,
         worker: &WorkerId,
         events: &[S::Event],
         verdicts: HashMap<Uuid, Verdict>,
+    ) -> BatchResult {
+        self.settle_fenced(conn, worker, events, verdicts, None)
+            .await
+    }
+
+    async fn settle_fenced(
+        &self,
+        conn: &mut S::Conn,
+        worker: &WorkerId,
+        events: &[S::Event],
+        verdicts: HashMap<Uuid, Verdict>,
+        leases: Option<&HashMap<Uuid, DateTime<Utc>>>,
     ) -> BatchResult {
         let mut result = BatchResult {
             claimed: events.len(),
@@ -385,7 +486,8 @@ where
         let mut settlements = Vec::with_capacity(events.len());
         for e in events {
             let id = e.id();
-            let Some(lease) = e.common().locked_at else {
+            let refreshed = leases.and_then(|m| m.get(&id).copied());
+            let Some(lease) = refreshed.or(e.common().locked_at) else {
                 tracing::error!(job = %self.job, event_id = %id, "claimed event carries no lease; skipped");
                 continue;
             };

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::TimeDelta;
-
 use super::Stopped;
 use crate::backoff::{Backoff, Jitter};
 use crate::error::{Error, ValidationError};
@@ -13,7 +11,7 @@ use crate::pipeline::BatchResult;
 use crate::publisher::Publisher;
 use crate::relay::OutboxRelay;
 use crate::shutdown::Shutdown;
-use crate::store::{ClaimEvents, EventStore, SettleEvents, Transactions};
+use crate::store::{ClaimEvents, EventStore, RefreshLeases, SettleEvents, Transactions};
 use crate::wake::{Poll, Wakeup, Woken};
 
 /// Default wait after an empty claim when no notification arrives.
@@ -24,7 +22,6 @@ pub const DEFAULT_ERROR_BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const DEFAULT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The lease must last this many times the worst-case publish time of one batch.
-const LEASE_MARGIN: f64 = 1.5;
 
 /// What a [`RelayWorker`] did while it ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,10 +80,10 @@ impl RelaySummary {
 ///   (claim or settle failed) backs off exponentially, 0.5 s doubling to 30 s by default,
 ///   reset by the next clean batch. The worker never exits on an error.
 ///
-/// **Leases.** The worker does not refresh leases while a batch publishes; instead
-/// [`RelayWorkerBuilder::build`] refuses a relay whose `lease_ttl` is not at least 1.5 ×
-/// [`OutboxRelay::worst_case_publish_time`] (`publish_timeout × ceil(batch_size /
-/// publish_concurrency)`), so a lease cannot expire while its batch is still publishing.
+/// **Leases.** While a batch publishes, its leases are refreshed every third of the lease
+/// length (see [`Processor::process_leased`](crate::pipeline::Processor::process_leased)), so
+/// a slow broker cannot make a lease expire under a batch that is still working; a worker
+/// that dies stops refreshing, and its leases expire and are taken over.
 ///
 /// Shutdown: see the [module docs](super). Run several workers (each with its own
 /// [`WorkerId`]) for more throughput; they never claim the same event.
@@ -213,11 +210,11 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
         self
     }
 
-    /// Check the settings and build. Refuses a zero poll interval, an empty or inverted
-    /// backoff range, and a lease shorter than 1.5 × the relay's worst-case publish time.
+    /// Check the settings and build. Refuses a zero poll interval and an empty or inverted
+    /// backoff range.
     pub fn build(self) -> Result<RelayWorker<S, P, T, W>, Error>
     where
-        S: ClaimEvents + SettleEvents + EventStore<Event = OutboxEvent>,
+        S: ClaimEvents + SettleEvents + RefreshLeases + EventStore<Event = OutboxEvent>,
     {
         if self.poll_interval.is_zero() {
             return Err(ValidationError::OutOfRange {
@@ -233,7 +230,6 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
             }
             .into());
         }
-        check_lease(&self.relay)?;
         let backoff = Backoff::new(self.backoff_min, self.backoff_max, self.jitter)?;
         Ok(RelayWorker {
             relay: self.relay,
@@ -244,32 +240,6 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
             backoff,
         })
     }
-}
-
-fn check_lease<S, P>(relay: &OutboxRelay<S, P>) -> Result<(), ValidationError>
-where
-    S: ClaimEvents + SettleEvents + EventStore<Event = OutboxEvent>,
-{
-    let worst = relay.worst_case_publish_time();
-    let needed = TimeDelta::from_std(worst.mul_f64(LEASE_MARGIN)).unwrap_or(TimeDelta::MAX);
-    let lease = relay.lease_ttl();
-    if lease < needed {
-        return Err(ValidationError::OutOfRange {
-            field: "lease_ttl",
-            reason: format!(
-                "a lease of {:.1} s could expire while its batch is still publishing: it must \
-                 be at least 1.5 × publish_timeout ({:.1} s) × ceil(batch_size {} / \
-                 publish_concurrency {}) = {:.1} s; raise lease_ttl or publish_concurrency, \
-                 or lower publish_timeout or batch_size",
-                lease.as_seconds_f64(),
-                relay.publish_timeout().as_secs_f64(),
-                relay.batch_size(),
-                relay.publish_concurrency(),
-                needed.as_seconds_f64(),
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// What the loop does after a batch.
@@ -295,7 +265,7 @@ fn next_step(r: &BatchResult) -> Next {
 
 impl<S, P, T, W> RelayWorker<S, P, T, W>
 where
-    S: ClaimEvents + SettleEvents + EventStore<Event = OutboxEvent>,
+    S: ClaimEvents + SettleEvents + RefreshLeases + EventStore<Event = OutboxEvent>,
     P: Publisher,
     T: Transactions<Conn = S::Conn>,
     W: Wakeup,

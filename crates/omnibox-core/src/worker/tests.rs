@@ -393,25 +393,12 @@ async fn relay_worker_abort_drops_the_batch_and_the_leases_are_recovered_with_an
 }
 
 #[test]
-fn relay_worker_refuses_a_lease_that_can_expire_mid_batch() {
-    // 100 sequential publishes × 30 s could take 3000 s; the default lease is 300 s.
+fn relay_worker_builds_with_default_relay_settings_and_refuses_bad_intervals() {
+    // Leases are refreshed while a batch publishes, so the defaults (100 events, 30 s
+    // publish timeout, 300 s lease) are valid.
     let r = OutboxRelay::builder(MemoryOutboxStore::new(), MemoryBroker::new())
         .build()
         .unwrap();
-    let err = RelayWorker::builder(r, MemoryDb::new(), worker_id("relay-1"))
-        .build()
-        .unwrap_err();
-    let msg = err.to_string();
-    assert!(
-        msg.contains("lease_ttl") && msg.contains("publish_concurrency"),
-        "{msg}"
-    );
-    // 100 / 20 = 5 rounds × 30 s × 1.5 = 225 s ≤ 300 s.
-    let r = OutboxRelay::builder(MemoryOutboxStore::new(), MemoryBroker::new())
-        .publish_concurrency(20)
-        .build()
-        .unwrap();
-    assert_eq!(r.worst_case_publish_time(), Duration::from_secs(150));
     RelayWorker::builder(r, MemoryDb::new(), worker_id("relay-1"))
         .build()
         .unwrap();
@@ -422,6 +409,73 @@ fn relay_worker_refuses_a_lease_that_can_expire_mid_batch() {
             .build()
             .is_err()
     );
+}
+
+/// Publishes through a memory broker after a delay.
+struct DelayedPublisher(MemoryBroker, Duration);
+
+impl crate::Publisher for DelayedPublisher {
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), crate::PublishError> {
+        tokio::time::sleep(self.1).await;
+        self.0.publish(event).await
+    }
+}
+
+#[tokio::test]
+async fn slow_publish_keeps_its_lease_by_refreshing_it() {
+    let db = MemoryDb::new();
+    let store = MemoryOutboxStore::new();
+    let event = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", "orders", "k")
+        .payload(json!({"n": 1}))
+        .build()
+        .unwrap();
+    let mut tx = db.begin().await.unwrap();
+    store.insert(&mut tx, &event).await.unwrap();
+    db.commit(tx).await.unwrap();
+
+    // A 300 ms lease and a publish that takes 1 s: without refresh the lease would expire
+    // and a second worker would take the event over (spending an attempt).
+    let broker = MemoryBroker::new();
+    let slow = OutboxRelay::builder(
+        store.clone(),
+        DelayedPublisher(broker.clone(), Duration::from_secs(1)),
+    )
+    .lease_ttl(TimeDelta::milliseconds(300))
+    .publish_timeout(Duration::from_secs(5))
+    .build()
+    .unwrap();
+    let rival = OutboxRelay::builder(store.clone(), broker.clone())
+        .lease_ttl(TimeDelta::milliseconds(300))
+        .build()
+        .unwrap();
+    let shutdown = Shutdown::new();
+    let slow_worker = worker_id("slow-1");
+    let rival_worker = worker_id("rival-1");
+    let (slow_result, rival_claims) =
+        tokio::join!(slow.publish_batch(&db, &slow_worker, &shutdown), async {
+            let mut claimed = 0;
+            for _ in 0..4 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                claimed += rival
+                    .publish_batch(&db, &rival_worker, &shutdown)
+                    .await
+                    .unwrap()
+                    .claimed;
+            }
+            claimed
+        });
+    let slow_result = slow_result.unwrap();
+    assert_eq!(
+        rival_claims, 0,
+        "the rival took over a lease that was being refreshed"
+    );
+    assert_eq!(slow_result.completed, vec![event.common.id]);
+    assert!(slow_result.lease_lost.is_empty());
+    let mut conn = db.connection();
+    let stored = store.get(&mut conn, event.common.id).await.unwrap();
+    assert_eq!(stored.common.status, crate::EventStatus::Completed);
+    assert_eq!(stored.common.attempts_made, 0);
+    assert_eq!(broker.published("orders").len(), 1);
 }
 
 /// Writes `effect:<message_id>` in the inbox transaction; signals each call; optionally
