@@ -418,3 +418,101 @@ pub mod rabbit {
         }
     }
 }
+
+/// The broker round trip the per-broker examples share: enqueue `orders` orders in business
+/// transactions, relay them with a [`RelayWorker`](omnibox::worker::RelayWorker) through
+/// `publisher`, consume them with an [`InboxWorker`](omnibox::worker::InboxWorker) from
+/// `consumer` into the PostgreSQL inbox, wait until every order's credit exists, and shut
+/// both workers down gracefully. Returns the inbox worker, so the caller decides how its
+/// consumer is closed (a Kafka consumer's close blocks: drop it off the runtime).
+pub async fn relay_and_consume<P, C>(
+    demo: &Demo,
+    topic: &str,
+    publisher: P,
+    consumer: C,
+    orders: usize,
+) -> Result<
+    omnibox::worker::InboxWorker<
+        C,
+        omnibox::postgres::PgDatabase,
+        PgInboxStore,
+        CreditLoyaltyPoints,
+    >,
+>
+where
+    P: omnibox::Publisher + 'static,
+    C: omnibox::consumer::Consumer + Sync + 'static,
+{
+    use omnibox::inbox::{AckStrategy, InboxRunner};
+    use omnibox::relay::OutboxRelay;
+    use omnibox::worker::{InboxWorker, RelayWorker};
+
+    for i in 0..orders {
+        let customer = format!("customer-{}", i % 3);
+        demo.place_order(topic, &customer, 10 + i as i32, true)
+            .await?;
+    }
+    println!("1. {orders} orders and their events committed (topic {topic})");
+
+    let db = omnibox::postgres::PgDatabase::new(demo.pool.clone());
+    let relay = OutboxRelay::builder(demo.outbox.clone(), publisher)
+        .publish_timeout(Duration::from_secs(5))
+        .lease_ttl(chrono::TimeDelta::seconds(60))
+        .build()?;
+    let mut relay_worker =
+        RelayWorker::builder(relay, db.clone(), omnibox::WorkerId::new("relay-1")?)
+            .poll_interval(Duration::from_millis(200))
+            .build()?;
+    let runner = InboxRunner::builder(consumer, db, demo.inbox.clone(), "loyalty")
+        .ack_strategy(AckStrategy::ExactlyOnceInbox)
+        .handler(CreditLoyaltyPoints {
+            schema: demo.schema.clone(),
+        })
+        .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .build()?;
+    let mut inbox_worker = InboxWorker::builder(runner).build()?;
+    let shutdown = omnibox::Shutdown::new();
+    let relay_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { relay_worker.run(&shutdown).await })
+    };
+    let inbox_task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let stopped = inbox_worker.run(&shutdown).await;
+            (stopped, inbox_worker)
+        })
+    };
+    println!("2. relay worker and inbox worker (consumer group `loyalty`) started");
+
+    let wanted = orders as i64;
+    wait_until("every order relayed", async || {
+        Ok(demo.count("outbox_events", "status = 'completed'").await? == wanted)
+    })
+    .await?;
+    println!("3. relay: {orders} events published (broker confirmed each) and completed");
+    wait_until("every message handled", async || {
+        Ok(demo.count("loyalty_credits", "").await? == wanted)
+    })
+    .await?;
+    let credits = demo.credits().await?;
+    let once = credits.iter().all(|c| c.2 == 1);
+    println!(
+        "4. inbox: {} messages stored and handled, each effect applied once: {once}",
+        demo.count("inbox_events", "status = 'completed'").await?
+    );
+    for (customer, points, _) in &credits {
+        println!("   {customer} +{points} points");
+    }
+    shutdown.trigger();
+    let summary = within("relay stop", relay_task).await??;
+    let (stopped, inbox_worker) = within("inbox stop", inbox_task).await??;
+    println!(
+        "5. shut down: relay {:?} (published {}), inbox {stopped:?}",
+        summary.stopped, summary.published
+    );
+    if !once || credits.len() != orders {
+        return Err(format!("expected {orders} effects applied once, got {credits:?}").into());
+    }
+    Ok(inbox_worker)
+}

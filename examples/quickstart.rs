@@ -47,7 +47,9 @@ async fn main() -> Result {
     demo.cleanup().await;
     let _ = conn.close(200, "bye".into()).await;
     if result.is_ok() {
-        println!("quickstart finished: the order's effect happened exactly once");
+        println!(
+            "quickstart finished: the effect was applied once despite the redelivery (effectively once)"
+        );
     }
     result
 }

@@ -94,9 +94,18 @@ async fn drain_minimal(pool: &PgPool, table: &str, batch: u32) -> u64 {
         if rows.is_empty() {
             return n;
         }
+        // Read what a relay needs to publish (as the store does), then complete by id.
         let ids: Vec<Uuid> = rows
             .iter()
-            .map(|r| sqlx::Row::get::<Uuid, _>(r, "id"))
+            .map(|r| {
+                use sqlx::Row;
+                let _topic: String = r.get("topic");
+                let _key: String = r.get("partition_key");
+                let _event_type: String = r.get("event_type");
+                let _payload: serde_json::Value = r.get("payload");
+                let _headers: Option<serde_json::Value> = r.get("headers");
+                r.get::<Uuid, _>("id")
+            })
             .collect();
         let mut tx = pool.begin().await.expect("begin");
         sqlx::query(AssertSqlSafe(done.clone()))

@@ -663,10 +663,8 @@ impl InboxLookup for PgEventStore<InboxEvent> {
         consumer_group: &str,
         exclude: Uuid,
     ) -> Result<bool, StoreError> {
-        if !self.partition_scoped() {
-            // The unique index makes siblings impossible.
-            return Ok(false);
-        }
+        // Always asked (unlike the reference's shortcut for plain tables): the caller's
+        // `exclude` need not be the stored row, and the dedup index makes this cheap.
         let row = self
             .query(&self.sql.sibling)
             .bind(message_id.to_owned())

@@ -21,8 +21,6 @@ pub const DEFAULT_ERROR_BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest pause after repeated outages or errors.
 pub const DEFAULT_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// The lease must last this many times the worst-case publish time of one batch.
-
 /// What a [`RelayWorker`] did while it ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]

@@ -1,0 +1,156 @@
+//! The router as the inbox handler: handlers keyed by `(event_type, source)`, typed shared
+//! state handed to each, and a policy for events no route matches.
+//!
+//! Three event types arrive on one queue: `order.placed` credits points,
+//! `order.cancelled` takes them back (both through the inbox transaction, with the
+//! points-per-euro rate from the shared state), and `order.audited` has no route: the
+//! `Skip` policy completes it untouched (the default policy, `Fail`, would retry it and
+//! dead-letter it, so a forgotten route is visible).
+//!
+//! Run: `cargo run -p omnibox-examples --example router` (DATABASE_URL, AMQP_URL).
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use omnibox::inbox::{AckStrategy, InboxRunner};
+use omnibox::postgres::PgDatabase;
+use omnibox::postgres::sqlx::PgConnection;
+use omnibox::rabbitmq::lapin::Connection;
+use omnibox::rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
+use omnibox::relay::OutboxRelay;
+use omnibox::router::{RouteHandler, Router, UnmatchedPolicy};
+use omnibox::{HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId};
+use omnibox_examples::{Demo, Result, credit, rabbit, unique_name, within};
+
+/// The router's shared state: every handler gets `&Loyalty`.
+struct Loyalty {
+    schema: String,
+    points_per_euro: i64,
+}
+
+/// `order.placed`: credit `total × points_per_euro`.
+struct Credit;
+
+impl RouteHandler<PgConnection, Loyalty> for Credit {
+    async fn handle(&self, e: &InboxEvent, conn: &mut PgConnection, st: &Loyalty) -> HandlerResult {
+        let points = credit(&st.schema, e, conn, st.points_per_euro).await?;
+        println!("   [order.placed]    credited {points} points");
+        Ok(HandlerOutcome::Completed)
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result {
+    let demo = Demo::connect("router_example", |c| c).await?;
+    let conn = match rabbit::connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            demo.cleanup().await;
+            return Err(e);
+        }
+    };
+    let queue = unique_name("router_orders");
+    let result = run(&demo, &conn, &queue).await;
+    rabbit::delete_queue(&conn, &queue).await;
+    demo.cleanup().await;
+    let _ = conn.close(200, "bye".into()).await;
+    if result.is_ok() {
+        println!("router example finished");
+    }
+    result
+}
+
+async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
+    rabbit::declare_queue(conn, queue).await?;
+    // 1. Three events of three types, relayed to the queue in one batch.
+    let mut tx = demo.pool.begin().await?;
+    for (event_type, total) in [
+        ("order.placed", 30),
+        ("order.cancelled", 10),
+        ("order.audited", 0),
+    ] {
+        let order = uuid::Uuid::now_v7();
+        let event = OutboxEvent::builder("order", order, event_type, queue, "customer-7")
+            .payload(
+                serde_json::json!({ "order": order, "customer": "customer-7", "total": total }),
+            )
+            .build()?;
+        demo.outbox.enqueue(&mut tx, &event).await?;
+    }
+    tx.commit().await?;
+    let publisher = RabbitPublisher::new(rabbit::connect().await?).with_options(
+        PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
+    );
+    let relay = OutboxRelay::builder(demo.outbox.clone(), publisher)
+        .publish_timeout(Duration::from_secs(5))
+        .lease_ttl(TimeDelta::seconds(60))
+        .build()?;
+    let db = PgDatabase::new(demo.pool.clone());
+    let worker = WorkerId::new("relay-1")?;
+    let mut published = 0;
+    // One event per (topic, partition key) per claim: three batches keep their order.
+    while published < 3 {
+        let r = relay.publish_batch(&db, &worker, &Shutdown::new()).await?;
+        if r.claimed == 0 {
+            return Err("the relay found nothing to publish".into());
+        }
+        published += r.completed.len();
+    }
+    println!("1. relayed order.placed, order.cancelled, order.audited to queue {queue}");
+
+    // 2. The router: typed state, two routes, Skip for the rest.
+    let mut router = Router::<PgConnection, Loyalty>::with_state(Loyalty {
+        schema: demo.schema.clone(),
+        points_per_euro: 2,
+    })
+    .unmatched(UnmatchedPolicy::Skip);
+    router.register("order.placed", queue, Credit)?.route(
+        "order.cancelled",
+        queue,
+        |e, conn, st| {
+            Box::pin(async move {
+                // A negative rate writes the debit.
+                let points = credit(&st.schema, e, conn, -st.points_per_euro).await?;
+                println!("   [order.cancelled] took back {} points", -points);
+                Ok(HandlerOutcome::Completed)
+            })
+        },
+    )?;
+    println!("2. router: {:?}", router.routes().collect::<Vec<_>>());
+
+    // 3. The router is the inbox handler.
+    let mut runner = InboxRunner::builder(
+        RabbitConsumer::new(rabbit::connect().await?, queue),
+        db,
+        demo.inbox.clone(),
+        "loyalty",
+    )
+    .ack_strategy(AckStrategy::ExactlyOnceInbox)
+    .handler(router)
+    .build()?;
+    println!("3. consuming:");
+    for _ in 0..3 {
+        let outcome = within("a message", runner.process_one()).await??;
+        println!(
+            "   message {}: handled={} acked={}",
+            outcome.message_id.unwrap_or_default(),
+            outcome.handled,
+            outcome.acked
+        );
+    }
+    within("stopping the consumer", runner.stop()).await??;
+    let balance: i32 = demo.credits().await?.iter().map(|c| c.1).sum();
+    let skipped = demo
+        .count(
+            "inbox_events",
+            "status = 'completed' AND event_type = 'order.audited'",
+        )
+        .await?;
+    println!(
+        "4. customer-7 balance: {balance} points (30×2 − 10×2); order.audited completed untouched: {skipped}"
+    );
+    if balance != 40 || skipped != 1 {
+        return Err(format!("expected balance 40 and 1 skipped, got {balance} / {skipped}").into());
+    }
+    Ok(())
+}
