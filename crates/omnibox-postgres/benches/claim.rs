@@ -4,6 +4,7 @@
 //!
 //! `OMNIBOX_BENCH_ROWS` (default 5000) rows are drained per iteration, `OMNIBOX_BENCH_BATCH`
 //! (default 500) per claim.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,6 +49,7 @@ async fn drain_store(pool: &PgPool, store: &PgOutboxStore, batch: u32) -> u64 {
     let me = WorkerId::new("bench").expect("worker");
     let mut n = 0;
     loop {
+        let t0 = Instant::now();
         let mut tx = pool.begin().await.expect("begin");
         let got = store
             .claim(&mut tx, &ClaimRequest::new(me.clone(), batch))
@@ -65,9 +67,12 @@ async fn drain_store(pool: &PgPool, store: &PgOutboxStore, batch: u32) -> u64 {
                 action: Settle::Complete,
             })
             .collect();
+        let t1 = Instant::now();
         let mut tx = pool.begin().await.expect("begin");
         store.settle(&mut tx, &me, &s).await.expect("settle");
         tx.commit().await.expect("commit");
+        record("store_claim_phase", got.len() as u64, t1 - t0);
+        record("store_settle_phase", got.len() as u64, t1.elapsed());
         n += got.len() as u64;
     }
 }
@@ -250,6 +255,11 @@ fn main() {
     println!(
         "claim+complete (batch {batch}): store {s:.0} events/s, minimal SQL {m:.0} events/s, ratio {:.2}",
         if m > 0.0 { s / m } else { 0.0 }
+    );
+    println!(
+        "store phases: claim {:.0} events/s, settle {:.0} events/s",
+        rate("store_claim_phase"),
+        rate("store_settle_phase")
     );
     let (on, off) = (rate("enqueue_notify_on"), rate("enqueue_notify_off"));
     println!(

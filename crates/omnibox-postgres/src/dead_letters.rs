@@ -187,10 +187,10 @@ impl<E: PgEvent> PgEventStore<E> {
             .op("replay dead letters")?;
         let replayed: i64 = row.try_get("replayed").op("replay dead letters")?;
         let selected: i64 = row.try_get("selected").op("replay dead letters")?;
-        let mut report = ReplayReport::default();
-        report.replayed = u64::try_from(replayed).unwrap_or(0);
-        report.skipped = u64::try_from(selected - replayed).unwrap_or(0);
-        Ok(report)
+        Ok(ReplayReport {
+            replayed: u64::try_from(replayed).unwrap_or(0),
+            skipped: u64::try_from(selected - replayed).unwrap_or(0),
+        })
     }
 
     /// Delete the selected dead letters (their events stay `failed`); returns the count.

@@ -120,6 +120,13 @@ impl<E: PgEvent> PgEventStore<E> {
         sqlx::query(AssertSqlSafe(sql.clone())).persistent(self.persistent)
     }
 
+    /// An unnamed statement: planned with the actual arrays on every call. Used for
+    /// statements joining a table to `UNNEST` of bound arrays, whose cached generic plan
+    /// (which assumes 10 array elements) can degrade to a quadratic nested loop.
+    pub(crate) fn query_custom_plan(&self, sql: &Arc<str>) -> PgQuery<'static> {
+        sqlx::query(AssertSqlSafe(sql.clone())).persistent(false)
+    }
+
     fn decode(&self, rows: &[PgRow]) -> Result<Vec<E>, StoreError> {
         rows.iter().map(|r| E::from_row(r, &self.limits)).collect()
     }
@@ -520,7 +527,7 @@ impl<E: PgEvent> SettleEvents for PgEventStore<E> {
             }
         }
         let rows = self
-            .query(&self.sql.settle)
+            .query_custom_plan(&self.sql.settle)
             .bind(ids)
             .bind(leases)
             .bind(actions)
@@ -565,7 +572,7 @@ impl<E: PgEvent> RefreshLeases for PgEventStore<E> {
             return Ok(Vec::new());
         }
         let rows = self
-            .query(&self.sql.refresh)
+            .query_custom_plan(&self.sql.refresh)
             .bind(leases.iter().map(|l| l.0).collect::<Vec<_>>())
             .bind(leases.iter().map(|l| l.1).collect::<Vec<_>>())
             .bind(worker.as_str().to_owned())

@@ -1,4 +1,5 @@
 //! The core conformance suites against the PostgreSQL stores, plain and partitioned.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! omnibox-postgres against a real PostgreSQL (DATABASE_URL).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 
