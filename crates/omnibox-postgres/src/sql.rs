@@ -175,7 +175,7 @@ impl Statements {
         ));
         let fetch_pending = arc(format!(
             "SELECT * FROM {q} r WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
-             AND r.scheduled_at <= now() {f} \
+             AND r.scheduled_at <= now() {f} {order_guard} \
              ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $1",
             f = filters_at(2)
         ));

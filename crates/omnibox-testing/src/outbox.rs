@@ -4,7 +4,7 @@ use std::future::Future;
 
 use chrono::{TimeDelta, Utc};
 use omnibox_core::model::{Event, OutboxEvent};
-use omnibox_core::store::{Inserted, Settle, Transactions};
+use omnibox_core::store::{Filters, Inserted, Settle, Transactions};
 
 use crate::fixtures::{SampleEvent, past};
 use crate::harness::{FullStore, Harness, ids, settlement};
@@ -41,7 +41,33 @@ where
     Fut: Future<Output = (T, S)>,
 {
     run_generic!(SUITE, make);
-    run_each!(SUITE, make, per_key_ordering, idempotent_insert);
+    run_each!(
+        SUITE,
+        make,
+        per_key_ordering,
+        fetch_pending_returns_key_heads,
+        idempotent_insert
+    );
+}
+
+/// The optimistic path's `fetch_pending` hands out only the head of each
+/// `(topic, partition_key)` too (reference bug 14: ordering existed on one fetch path only).
+async fn fetch_pending_returns_key_heads<T, S>(h: &Harness<'_, T, S>)
+where
+    T: Transactions,
+    S: FullStore<T::Conn, Event = OutboxEvent>,
+{
+    let t = past();
+    let a1 = OutboxEvent::sample("t", "a", t, None, 6);
+    let a2 = OutboxEvent::sample("t", "a", t + TimeDelta::seconds(1), None, 6);
+    let b1 = OutboxEvent::sample("t", "b", t + TimeDelta::seconds(2), None, 6);
+    h.insert(&[a1.clone(), a2.clone(), b1.clone()]).await;
+    let mut got = ids(&h.fetch(Filters::default(), 100).await);
+    got.sort();
+    let mut want = vec![a1.id(), b1.id()];
+    want.sort();
+    h.ctx
+        .eq(got, want, "fetch_pending returns the head of each key only");
 }
 
 /// Only the head of each `(topic, partition_key)` is claimable; a key is blocked while its
