@@ -9,6 +9,7 @@ use futures_util::FutureExt;
 use crate::error::FailureKind;
 use crate::handler::{Handler, HandlerOutcome};
 use crate::model::InboxEvent;
+use crate::pipeline::steps::panic_message;
 
 /// How a handler call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,15 +89,5 @@ where
                 retry_at,
             }),
         },
-    }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(s) = panic.downcast_ref::<&'static str>() {
-        s
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s
-    } else {
-        "non-string panic payload"
     }
 }

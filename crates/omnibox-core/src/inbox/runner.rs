@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::attempt::{Attempt, Failure, run_handler};
 use super::builder::{InboxRunnerBuilder, NoHandler, RunnerConfig};
@@ -16,6 +16,7 @@ use crate::handler::Handler;
 use crate::metrics::{Metric, SkipReason};
 use crate::model::limits::NAME_MAX;
 use crate::model::{Event, EventStatus, InboxEvent};
+use crate::pipeline::steps::{TRANSIENT_RETRY_DELAY, after};
 use crate::shutdown::Shutdown;
 use crate::store::{
     DeadLetter, DeadLetterStore, EventStore, InboxLookup, InsertEvents, Inserted, LockEvent,
@@ -244,7 +245,7 @@ where
                     () = shutdown.requested() => break,
                     () = tokio::time::sleep(pause) => {}
                 }
-                pause = (pause * 2).min(self.cfg.idle_max);
+                pause = pause.saturating_mul(2).min(self.cfg.idle_max);
             }
         }
         self.stop().await
@@ -631,9 +632,10 @@ where
             let delay = if failure.counted {
                 self.cfg.backoff.delay(locked.common.attempts_made)
             } else {
-                Duration::from_secs(1)
+                TRANSIENT_RETRY_DELAY
             };
-            now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX)
+            // Saturating: a huge configured backoff must not overflow (and panic).
+            after(now, delay)
         });
         let id = locked.common.id;
         let report = self

@@ -32,7 +32,8 @@ pub enum CommitStrategy {
 
 /// What one batch did. Every claimed event appears in exactly one of `completed`,
 /// `failed_counted`, `failed_transient` or `released` (`skipped` and `dead_lettered` are
-/// subsets of `completed` and `failed_counted`).
+/// subsets of `completed` and `failed_counted`). Those lists hold the *verdicts*: an event
+/// in `lease_lost` is also in one of them, but its verdict was not written.
 #[derive(Debug, Default)]
 #[non_exhaustive]
 pub struct BatchResult {
@@ -275,15 +276,19 @@ where
                 .filter_map(|e| e.common().locked_at.map(|at| (e.id(), at)))
                 .collect(),
         );
-        let verdicts = {
-            let run = self.run(&events, None, worker, shutdown);
-            let refresh = self.refresh_leases(db, worker, &leases);
-            tokio::pin!(run, refresh);
-            tokio::select! {
-                verdicts = &mut run => verdicts,
-                never = &mut refresh => match never {},
-            }
-        };
+        // The refresh loop is told to stop once the steps are done and is then awaited, never
+        // dropped: a refresh cancelled after its commit reached the database would leave the
+        // map with a superseded token, and the settle below would then lose every lease it
+        // renewed (the published events would be published again, spending an attempt).
+        let steps_done = tokio::sync::Notify::new();
+        let (verdicts, ()) = tokio::join!(
+            async {
+                let verdicts = self.run(&events, None, worker, shutdown).await;
+                steps_done.notify_one();
+                verdicts
+            },
+            self.refresh_leases(db, worker, &leases, &steps_done),
+        );
         let leases = leases.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut result = match db.begin().await {
             Ok(mut tx) => {
@@ -395,15 +400,16 @@ where
         verdicts
     }
 
-    /// Refresh the batch's leases every third of the lease length, forever (the caller
-    /// drops this future when the batch's steps are done).
+    /// Refresh the batch's leases every third of the lease length until `done` is notified.
+    /// A refresh in flight is always finished (and its new tokens recorded) before this
+    /// returns, so the settle that follows is fenced by the tokens the database holds.
     async fn refresh_leases<T>(
         &self,
         db: &T,
         worker: &WorkerId,
         leases: &Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    ) -> std::convert::Infallible
-    where
+        done: &tokio::sync::Notify,
+    ) where
         T: Transactions<Conn = S::Conn>,
         S: RefreshLeases,
     {
@@ -412,7 +418,11 @@ where
             .unwrap_or(std::time::Duration::from_secs(1))
             .max(std::time::Duration::from_millis(10));
         loop {
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                biased;
+                () = done.notified() => return,
+                () = tokio::time::sleep(every) => {}
+            }
             let current: Vec<(Uuid, DateTime<Utc>)> = leases
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -464,3 +464,90 @@ fn settings_are_validated() {
     ));
     assert!(matches!(err(env.relay().job_name(" ")), Error::Config(_)));
 }
+
+/// A database whose commit of the `slow`-th transaction is applied at once but answers only
+/// after `delay` (a commit reply still on the wire).
+#[derive(Clone)]
+struct SlowReplyDb {
+    inner: MemoryDb,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    slow: usize,
+    delay: std::time::Duration,
+}
+
+impl crate::store::Transactions for SlowReplyDb {
+    type Conn = crate::memory::MemoryConn;
+    type Tx = crate::memory::MemoryTx;
+
+    async fn begin(&self) -> Result<Self::Tx, crate::error::StoreError> {
+        self.inner.begin().await
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> Result<(), crate::error::StoreError> {
+        self.inner.commit(tx).await?;
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if n == self.slow {
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, tx: Self::Tx) -> Result<(), crate::error::StoreError> {
+        self.inner.rollback(tx).await
+    }
+}
+
+/// Moves the database clock (so a refresh renews the lease with a new token), then takes
+/// `delay` before the broker acknowledges.
+struct ClockMovingPublisher {
+    broker: MemoryBroker,
+    clock: ManualClock,
+    delay: std::time::Duration,
+}
+
+impl crate::Publisher for ClockMovingPublisher {
+    async fn publish(&self, event: &OutboxEvent) -> Result<(), crate::PublishError> {
+        self.clock.advance(TimeDelta::milliseconds(1));
+        tokio::time::sleep(self.delay).await;
+        self.broker.publish(event).await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_refresh_in_flight_when_the_steps_end_is_finished_before_settling() {
+    use std::time::Duration;
+    let env = Env::new();
+    let events = env.insert(&["a"], 2).await;
+    // Lease 300 ms: refresh every 100 ms. The publish takes 150 ms; the first refresh
+    // (commit #2, at 100 ms) is applied at once but its reply arrives at 200 ms, after
+    // the steps ended. Cancelling it there would settle with the superseded token.
+    let db = SlowReplyDb {
+        inner: env.db.clone(),
+        commits: Arc::default(),
+        slow: 2,
+        delay: Duration::from_millis(100),
+    };
+    let publisher = ClockMovingPublisher {
+        broker: env.broker.clone(),
+        clock: env.clock.clone(),
+        delay: Duration::from_millis(150),
+    };
+    let relay = OutboxRelay::builder(env.store.clone(), publisher)
+        .clock(Arc::new(env.clock.clone()))
+        .lease_ttl(TimeDelta::milliseconds(300))
+        .build()
+        .unwrap();
+    let r = relay
+        .publish_batch(&db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert!(r.committed());
+    assert!(r.lease_lost.is_empty(), "settled with a superseded lease");
+    let row = env.row(events[0].id()).await;
+    assert_eq!(row.common.status, EventStatus::Completed);
+    assert_eq!(row.common.locked_at, None, "nothing stays leased");
+    assert_eq!(env.published_keys(), vec!["a"]);
+}

@@ -301,3 +301,36 @@ async fn metrics_follow_each_message() {
         "{seen:?}"
     );
 }
+
+/// A backoff far beyond what a `TimeDelta` holds used to overflow `now + delay` and panic
+/// inside the runner; the retry time saturates (and the store clamps it into the schedule
+/// window) instead.
+#[tokio::test(start_paused = true)]
+async fn a_huge_backoff_saturates_instead_of_panicking() {
+    let h = Harness::new();
+    h.push("m-1");
+    let huge =
+        crate::backoff::Backoff::new(Duration::MAX, Duration::MAX, crate::backoff::Jitter::None)
+            .unwrap();
+    let mut runner = h
+        .builder(
+            AckStrategy::AtLeastOnce(crate::inbox::CommitPolicy::OnPersist),
+            "runner-1",
+        )
+        .backoff(huge)
+        .handler(Scripted::new(Script::Fail))
+        .build()
+        .unwrap();
+    let out = tokio::time::timeout(WAIT, runner.process_one())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.acked && !out.handled);
+    let row = h.row("m-1").await.expect("the failed message is stored");
+    assert_eq!(row.common.status, EventStatus::Pending);
+    assert_eq!(row.common.attempts_made, 1);
+    assert!(
+        row.common.scheduled_at > row.common.created_at,
+        "retry deferred"
+    );
+}
