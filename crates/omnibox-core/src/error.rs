@@ -231,6 +231,16 @@ pub enum StoreError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The database refused the statement because of concurrent work (serialization
+    /// failure, deadlock, lock not available); retrying may succeed (transient).
+    #[error("storage contention: {message}")]
+    Contention {
+        /// What happened.
+        message: String,
+        /// The client error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A constraint was violated.
     #[error("storage integrity violation: {message}")]
     Integrity {
@@ -277,7 +287,9 @@ impl StoreError {
     /// Whether retrying later may succeed without any change to the event.
     pub fn kind(&self) -> FailureKind {
         match self {
-            StoreError::Connection { .. } | StoreError::Timeout { .. } => FailureKind::Transient,
+            StoreError::Connection { .. }
+            | StoreError::Timeout { .. }
+            | StoreError::Contention { .. } => FailureKind::Transient,
             _ => FailureKind::Permanent,
         }
     }

@@ -2,7 +2,10 @@
 //!
 //! Connection, I/O, TLS and pool failures are `Connection` (transient); a cancelled
 //! statement (`57014`, e.g. `statement_timeout`) is `Timeout` (transient); class `23`
-//! (integrity constraint violation) is `Integrity`; everything else is `Other`. Messages
+//! (integrity constraint violation) is `Integrity`; serialization failures, deadlocks and
+//! unavailable locks (`40001`, `40P01`, `55P03`) are `Contention` (transient); class `53`
+//! (insufficient resources, e.g. too many connections) is `Connection`; everything else is
+//! `Other`. Messages
 //! never contain the connection string: sqlx's configuration errors are reduced to their
 //! kind.
 
@@ -33,12 +36,19 @@ pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {
                     message,
                     source: Some(Box::new(err)),
                 }
+            } else if code == "40001" || code == "40P01" || code == "55P03" {
+                // serialization failure, deadlock detected, lock not available
+                StoreError::Contention {
+                    message,
+                    source: Some(Box::new(err)),
+                }
             } else if code.starts_with("23") {
                 StoreError::Integrity {
                     message,
                     source: Some(Box::new(err)),
                 }
             } else if code.starts_with("08")
+                || code.starts_with("53")
                 || code == "57P01"
                 || code == "57P02"
                 || code == "57P03"

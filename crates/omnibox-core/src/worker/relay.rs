@@ -29,7 +29,9 @@ pub struct RelaySummary {
     pub batches: u64,
     /// Events claimed.
     pub claimed: u64,
-    /// Events published and completed.
+    /// Events the broker acknowledged (including any whose completion was then refused
+    /// because the lease was lost: those are counted in `lease_lost` too, and will be
+    /// published again by the lease's new owner — at least once).
     pub published: u64,
     /// Events whose publish failed and spent an attempt.
     pub failed: u64,
