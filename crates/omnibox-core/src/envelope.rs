@@ -170,6 +170,13 @@ pub fn metadata_headers(event: &OutboxEvent) -> Headers {
     h
 }
 
+/// `true` when the headers carry a non-blank `message_id` or `event_id`.
+pub fn has_id_header(headers: &Headers) -> bool {
+    [HEADER_MESSAGE_ID, HEADER_EVENT_ID]
+        .iter()
+        .any(|k| headers.get(*k).is_some_and(|v| !v.trim().is_empty()))
+}
+
 /// Where a received message came from, as the broker adapter knows it.
 #[derive(Debug, Clone)]
 pub struct MessageOrigin {

@@ -389,6 +389,10 @@ pub enum EnvelopeError {
         /// The JSON type found.
         found: &'static str,
     },
+    /// The message carries no stable id (no `message_id` / `event_id` header and no broker
+    /// id that survives redelivery), so it cannot be deduplicated.
+    #[error("the message has no stable id (set a `message_id` header or property)")]
+    MissingMessageId,
     /// A metadata field has the wrong JSON type.
     #[error("envelope field `{field}` must be a string")]
     FieldNotString {

@@ -7,10 +7,10 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::{AckKind, Context};
 use futures_util::StreamExt;
-use omnibox_core::ConsumeError;
-use omnibox_core::consumer::{AckHandle, Consumer, Delivery, Redelivery};
-use omnibox_core::envelope::{MessageOrigin, parse_message};
+use omnibox_core::consumer::{AckHandle, Consumer, Delivery, MalformedMessage, Redelivery};
+use omnibox_core::envelope::{MessageOrigin, has_id_header, parse_message};
 use omnibox_core::model::Headers;
+use omnibox_core::{ConsumeError, EnvelopeError};
 
 use crate::error::{ack_error, consumer_error, get_stream_error, messages_error, stream_error};
 
@@ -195,21 +195,45 @@ impl Consumer for NatsConsumer {
                 )));
             }
         };
+        // The stream sequence is a stable id; without it (not a JetStream message) only an id
+        // header can identify the message — a subject is shared by every message on it.
         let (fallback_id, delivered) = match msg.info() {
             Ok(info) => (
-                format!("{}:{}", info.stream, info.stream_sequence),
+                Some(format!("{}:{}", info.stream, info.stream_sequence)),
                 info.delivered,
             ),
-            Err(_) => (format!("{}:{}", self.stream, msg.subject), 1),
+            Err(_) => (None, 1),
         };
         let (msg, acker) = msg.split();
-        let origin = MessageOrigin {
-            source: msg.subject.to_string(),
-            fallback_id,
-        };
         let headers = decode_headers(msg.headers.as_ref());
+        let source = msg.subject.to_string();
+        let message = match fallback_id {
+            Some(fallback_id) => parse_message(
+                &msg.payload,
+                headers,
+                MessageOrigin {
+                    source,
+                    fallback_id,
+                },
+            ),
+            None if has_id_header(&headers) => parse_message(
+                &msg.payload,
+                headers,
+                MessageOrigin {
+                    source,
+                    fallback_id: String::new(),
+                },
+            ),
+            None => Err(MalformedMessage::new(
+                None,
+                source,
+                msg.payload.to_vec(),
+                headers,
+                EnvelopeError::MissingMessageId,
+            )),
+        };
         Ok(Delivery {
-            message: parse_message(&msg.payload, headers, origin),
+            message,
             ack: NatsAck { acker, delivered },
         })
     }

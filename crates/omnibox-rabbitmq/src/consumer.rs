@@ -6,9 +6,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Acker, Channel, Connection};
-use omnibox_core::ConsumeError;
-use omnibox_core::consumer::{AckHandle, Consumer, Delivery, Redelivery};
-use omnibox_core::envelope::{MessageOrigin, parse_message};
+use omnibox_core::consumer::{AckHandle, Consumer, Delivery, MalformedMessage, Redelivery};
+use omnibox_core::envelope::{MessageOrigin, has_id_header, parse_message};
+use omnibox_core::{ConsumeError, EnvelopeError};
 
 use crate::error::consume_error;
 use crate::headers::from_field_table;
@@ -135,18 +135,40 @@ impl RabbitConsumer {
 
     fn delivery(&self, d: lapin::message::Delivery) -> Delivery<RabbitAck> {
         let headers = from_field_table(d.properties.headers().as_ref());
-        let fallback_id = d
+        let property_id = d
             .properties
             .message_id()
             .as_ref()
             .map(|id| id.as_str().to_owned())
-            .filter(|id| !id.trim().is_empty())
-            .unwrap_or_else(|| format!("{}:{}", self.queue, d.delivery_tag));
-        let origin = MessageOrigin {
-            source: self.queue.clone(),
-            fallback_id,
+            .filter(|id| !id.trim().is_empty());
+        // A delivery tag is not a message id: tags restart on every channel, so using one
+        // would make different messages look like duplicates (and a redelivery look new).
+        // A message with no stable id cannot be deduplicated: it is malformed.
+        let message = match property_id {
+            Some(fallback_id) => parse_message(
+                &d.data,
+                headers,
+                MessageOrigin {
+                    source: self.queue.clone(),
+                    fallback_id,
+                },
+            ),
+            None if has_id_header(&headers) => parse_message(
+                &d.data,
+                headers,
+                MessageOrigin {
+                    source: self.queue.clone(),
+                    fallback_id: String::new(),
+                },
+            ),
+            None => Err(MalformedMessage::new(
+                None,
+                self.queue.clone(),
+                d.data.clone(),
+                headers,
+                EnvelopeError::MissingMessageId,
+            )),
         };
-        let message = parse_message(&d.data, headers, origin);
         Delivery {
             message,
             ack: RabbitAck {

@@ -114,13 +114,17 @@ impl Fixture {
     }
 
     async fn raw(&self, queue: &str, body: &[u8]) {
+        self.raw_with(queue, body, BasicProperties::default()).await;
+    }
+
+    async fn raw_with(&self, queue: &str, body: &[u8], properties: BasicProperties) {
         self.admin
             .basic_publish(
                 "".into(),
                 queue.into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default(),
+                properties,
             )
             .await
             .unwrap();
@@ -443,8 +447,9 @@ async fn reject_without_requeue_dead_letters() {
 async fn malformed_messages_arrive_as_errors_with_a_working_ack() {
     let mut fx = Fixture::new().await;
     let q = fx.queue("malformed", FieldTable::default()).await;
-    for body in [&b""[..], b"not json", b"[1,2]"] {
-        fx.raw(&q, body).await;
+    for (i, body) in [&b""[..], b"not json", b"[1,2]"].into_iter().enumerate() {
+        let props = BasicProperties::default().with_message_id(format!("m-{i}").into());
+        fx.raw_with(&q, body, props).await;
     }
     let mut consumer = RabbitConsumer::new(fx.conn.clone(), q.clone());
     let mut seen = vec![];
@@ -460,6 +465,37 @@ async fn malformed_messages_arrive_as_errors_with_a_working_ack() {
         seen,
         vec![b"".to_vec(), b"not json".to_vec(), b"[1,2]".to_vec()]
     );
+    within(consumer.stop()).await.unwrap();
+    assert_eq!(fx.count(&q).await, 0);
+    fx.cleanup().await;
+}
+
+/// Delivery tags restart on every channel, so they cannot identify a message: a message with
+/// no `message_id` property and no id header is malformed (dead-lettered by the runner), not
+/// deduplicated by a tag another message may reuse.
+#[tokio::test]
+async fn message_without_a_stable_id_is_malformed() {
+    let mut fx = Fixture::new().await;
+    let q = fx.queue("no-id", FieldTable::default()).await;
+    fx.raw(&q, br#"{"total": 1}"#).await;
+    let mut headers = FieldTable::default();
+    headers.insert("event_id".into(), AMQPValue::LongString("e-1".into()));
+    fx.raw_with(
+        &q,
+        br#"{"total": 2}"#,
+        BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let mut consumer = RabbitConsumer::new(fx.conn.clone(), q.clone());
+    let d = within(consumer.receive()).await.unwrap();
+    let bad = d.message.expect_err("no stable id");
+    assert_eq!(bad.error, omnibox_core::EnvelopeError::MissingMessageId);
+    assert_eq!(bad.message_id, None);
+    assert_eq!(bad.body, br#"{"total": 1}"#.to_vec());
+    within(d.ack.ack()).await.unwrap();
+    let d = within(consumer.receive()).await.unwrap();
+    assert_eq!(d.message.as_ref().unwrap().message_id, "e-1");
+    within(d.ack.ack()).await.unwrap();
     within(consumer.stop()).await.unwrap();
     assert_eq!(fx.count(&q).await, 0);
     fx.cleanup().await;
