@@ -63,8 +63,8 @@ global:
   scrape_interval: 2s
   evaluation_interval: 2s
 scrape_configs:
-  # honor_labels: omnibox's series carry their own `job` label (the relay's / inbox's job
-  # name), which would otherwise be renamed `exported_job` (see ../README.md).
+  # honor_labels: omnibox's series carry their own job label (the relay's / inbox's job
+  # name), which Prometheus would otherwise rename exported_job (see ../README.md).
   - job_name: omnibox_preview
     honor_labels: true
     static_configs:

@@ -12,7 +12,7 @@
 //! - 10 % of the messages are slow for the handler (100–600 ms), 3 % are skipped by it,
 //!   4 % are poison (the handler fails permanently until the attempts are spent and the
 //!   row is dead-lettered);
-//! - the publisher wrapper fails 2 % of publishes transiently, rejects 1 % of events
+//! - the publisher wrapper fails 0.2 % of publishes transiently, rejects 1 % of events
 //!   permanently (dead-lettered after 3 attempts), sends 1 % twice (a lost confirm: the
 //!   inbox sees a duplicate), and fails everything during a broker "outage" between 60 %
 //!   and 72 % of the run (the circuit breaker opens, the outbox backlog grows);
@@ -80,13 +80,15 @@ impl Publisher for FlakyPublisher {
     async fn publish(&self, event: &OutboxEvent) -> std::result::Result<(), PublishError> {
         let f = self.timeline.fraction();
         if (0.60..0.72).contains(&f) {
-            return Err(PublishError::transient("broker unreachable (injected outage)"));
+            return Err(PublishError::transient(
+                "broker unreachable (injected outage)",
+            ));
         }
         let payload = &event.common.payload;
         if payload.get("unroutable").and_then(|v| v.as_bool()) == Some(true) {
             return Err(PublishError::permanent("rejected by broker (injected)"));
         }
-        if fastrand::f64() < 0.02 {
+        if fastrand::f64() < 0.002 {
             return Err(PublishError::transient("confirm timed out (injected)"));
         }
         self.inner.publish(event).await?;
@@ -180,7 +182,11 @@ async fn produce(
         if f >= 0.92 {
             return Ok(n);
         }
-        let rate = if (0.25..0.40).contains(&f) { 45.0 } else { 15.0 };
+        let rate = if (0.25..0.40).contains(&f) {
+            45.0
+        } else {
+            15.0
+        };
         owed += rate * tick.as_secs_f64();
         let mut tx = pool.begin().await?;
         while owed >= 1.0 {
@@ -284,10 +290,11 @@ async fn run(
     let shutdown = Shutdown::new();
 
     // Relay: circuit breaker (5 failures, 5 s), retries after 1–5 s.
-    let publisher = RabbitPublisher::new(
-        Connection::connect(amqp_url, ConnectionProperties::default()).await?,
-    )
-    .with_options(PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())));
+    let publisher =
+        RabbitPublisher::new(Connection::connect(amqp_url, ConnectionProperties::default()).await?)
+            .with_options(
+                PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
+            );
     let relay = OutboxRelay::builder(
         outbox.clone(),
         FlakyPublisher {
