@@ -253,13 +253,56 @@ enum Next {
     BackOff,
 }
 
+/// Back off only when a batch made no progress: settling failed (database trouble), or every
+/// claimed event came back untouched — transient failures (the broker is down: one probe, the
+/// rest released) or releases (an open circuit breaker). A batch that published anything goes
+/// on at once, even if some of its events failed transiently, so sporadic broker hiccups do
+/// not throttle the relay, and an open breaker does not make it spin claiming and releasing.
 fn next_step(r: &BatchResult) -> Next {
-    if !r.committed() || !r.failed_transient.is_empty() {
-        Next::BackOff
-    } else if r.claimed == 0 {
-        Next::Idle
-    } else {
+    if !r.committed() {
+        return Next::BackOff;
+    }
+    if r.claimed == 0 {
+        return Next::Idle;
+    }
+    let progressed = !r.completed.is_empty() || !r.failed_counted.is_empty();
+    if progressed {
         Next::Again
+    } else {
+        Next::BackOff
+    }
+}
+
+#[cfg(test)]
+mod next_step_tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn batch(completed: usize, counted: usize, transient: usize, released: usize) -> BatchResult {
+        let ids = |n| (0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>();
+        let mut r = BatchResult::default();
+        r.claimed = completed + counted + transient + released;
+        r.completed = ids(completed);
+        r.failed_counted = ids(counted);
+        r.failed_transient = ids(transient);
+        r.released = ids(released);
+        r
+    }
+
+    #[test]
+    fn progress_goes_on_and_no_progress_backs_off() {
+        assert_eq!(next_step(&batch(0, 0, 0, 0)), Next::Idle);
+        assert_eq!(next_step(&batch(10, 0, 0, 0)), Next::Again);
+        // A sporadic transient failure in a batch that published: go on at once.
+        assert_eq!(next_step(&batch(9, 0, 1, 5)), Next::Again);
+        assert_eq!(next_step(&batch(0, 3, 0, 0)), Next::Again);
+        // Broker down: one probe failed, the rest released.
+        assert_eq!(next_step(&batch(0, 0, 1, 9)), Next::BackOff);
+        // Breaker open: everything released; claiming again at once would spin.
+        assert_eq!(next_step(&batch(0, 0, 0, 10)), Next::BackOff);
+        let mut failed_settle = batch(10, 0, 0, 0);
+        failed_settle.commit_error = Some(crate::StoreError::InvalidRequest("x".into()));
+        assert_eq!(next_step(&failed_settle), Next::BackOff);
     }
 }
 
@@ -300,7 +343,7 @@ where
                 Ok(r) => {
                     summary.add(&r);
                     if !r.failed_transient.is_empty() {
-                        tracing::warn!(job = %job, probes = r.failed_transient.len(), released = r.released.len(), "broker unavailable; backing off");
+                        tracing::warn!(job = %job, transient = r.failed_transient.len(), released = r.released.len(), "transient publish failures");
                     }
                     next_step(&r)
                 }
