@@ -1,4 +1,5 @@
 //! Error classification against real SQLSTATEs raised by PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 use omnibox_core::FailureKind;
 use omnibox_core::error::StoreError;
@@ -15,7 +16,7 @@ async fn raise(pool: &sqlx::PgPool, code: &str) -> StoreError {
 }
 
 #[tokio::test]
-async fn contention_and_resource_errors_are_transient_integrity_is_permanent() {
+async fn bug20_store_errors_are_classified_from_real_sqlstates() {
     let url = omnibox_testing::postgres_url()
         .await
         .unwrap_or_else(|e| panic!("{e}"));

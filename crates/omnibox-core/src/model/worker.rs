@@ -66,7 +66,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn worker_ids_are_normalised_once() {
+    fn bug10_worker_ids_are_normalised_once() {
         assert_eq!(WorkerId::new("  relay-1 ").unwrap().as_str(), "relay-1");
         assert!(WorkerId::new("a b").is_err());
         assert!(WorkerId::new("a_b").is_err());

@@ -422,7 +422,7 @@ impl crate::Publisher for DelayedPublisher {
 }
 
 #[tokio::test]
-async fn slow_publish_keeps_its_lease_by_refreshing_it() {
+async fn bug13_slow_publish_keeps_its_lease_by_refreshing_it() {
     let db = MemoryDb::new();
     let store = MemoryOutboxStore::new();
     let event = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", "orders", "k")
