@@ -8,7 +8,16 @@
 //!   as its handler.
 //!
 //! The circuit breaker sits first so that an open breaker stops the batch before any
-//! broker or handler call. Each factory has a `*_builder` twin returning the
+//! broker or handler call.
+//!
+//! The inbox factories run every handler inside a savepoint of the store
+//! ([`Savepoints`]): in a batch all handlers share the caller's one transaction, and the
+//! savepoint is what keeps them apart. A handler that fails (error, `Retry`, timeout,
+//! panic) has its writes rolled back to the savepoint while its failure is recorded, so the
+//! retry starts from a clean slate and effects made through the connection happen
+//! effectively once; in PostgreSQL a handler whose SQL failed does not abort the batch's
+//! transaction, so the other handlers' work and every failure record commit (see
+//! [`HandlerStep`]). Each factory has a `*_builder` twin returning the
 //! [`ProcessorBuilder`], to change the fetch strategy or add more steps.
 
 use std::fmt;
@@ -29,7 +38,7 @@ use crate::pipeline::steps::{
 };
 use crate::pipeline::{CommitStrategy, DynStep, Processor, ProcessorBuilder, Step};
 use crate::publisher::Publisher;
-use crate::store::{EventStore, Filters, InboxLookup};
+use crate::store::{EventStore, Filters, InboxLookup, Savepoints};
 
 /// Settings shared by both factories.
 macro_rules! common_setters {
@@ -377,7 +386,7 @@ pub fn inbox_processor_builder<S, H>(
     opts: InboxOptions<S::Conn>,
 ) -> Result<ProcessorBuilder<S>, Error>
 where
-    S: InboxLookup + Clone + 'static,
+    S: InboxLookup + Savepoints + Clone + 'static,
     S::Conn: 'static,
     H: Handler<InboxEvent, S::Conn> + 'static,
 {
@@ -396,12 +405,13 @@ where
         b = b.add_boxed_step(s);
     }
     if opts.skip_duplicate_siblings {
-        b = b.add_step(SiblingDedupStep::new(store).backoff(opts.backoff));
+        b = b.add_step(SiblingDedupStep::new(store.clone()).backoff(opts.backoff));
     }
     b = b.add_step(
         HandlerStep::new(handler)
             .timeout(opts.handler_timeout)
-            .backoff(opts.backoff),
+            .backoff(opts.backoff)
+            .savepoints(store),
     );
     for s in opts.steps_after {
         b = b.add_boxed_step(s);
@@ -415,14 +425,16 @@ where
 
 /// An inbox processor running `handler` for each event, with the batch's connection. Run
 /// it with [`Processor::process_batch`] inside a transaction, so the handler's writes
-/// commit together with the events' completion.
+/// commit together with the events' completion. Each handler runs inside a savepoint:
+/// a failed handler's writes are rolled back, a successful one's kept (see the
+/// [module docs](self)).
 pub fn inbox_processor<S, H>(
     store: S,
     handler: H,
     opts: InboxOptions<S::Conn>,
 ) -> Result<Processor<S>, Error>
 where
-    S: InboxLookup + Clone + 'static,
+    S: InboxLookup + Savepoints + Clone + 'static,
     S::Conn: 'static,
     H: Handler<InboxEvent, S::Conn> + 'static,
 {
@@ -438,7 +450,7 @@ pub fn dispatching_processor<S, R>(
     mut opts: InboxOptions<S::Conn>,
 ) -> Result<Processor<S>, Error>
 where
-    S: InboxLookup + Clone + 'static,
+    S: InboxLookup + Savepoints + Clone + 'static,
     S::Conn: 'static,
     R: Handler<InboxEvent, S::Conn> + 'static,
 {

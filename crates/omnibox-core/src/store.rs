@@ -467,6 +467,59 @@ pub trait BacklogStats: EventStore {
     ) -> impl Future<Output = Result<Backlog, StoreError>> + Send;
 }
 
+/// Savepoints inside the caller's transaction, so one unit of work (one handler run of a
+/// batch) can be undone without aborting the rest: the batch inbox pipeline takes a
+/// savepoint before each handler, releases it when the handler succeeded and rolls back to
+/// it on any failure, so a failed handler's writes never commit with its failure record
+/// (see [`crate::pipeline::steps::HandlerStep`]).
+///
+/// The savepoint has one fixed name (`omnibox_handler` in SQL stores), used one level deep.
+/// Taking it again before releasing it nests like SQL savepoints of one name: the newer
+/// one shadows the older, [`Savepoints::rollback_to_savepoint`] undoes everything since the
+/// newest and keeps it, [`Savepoints::release_savepoint`] drops the newest (its writes stay
+/// in the transaction) and makes the older one current again.
+///
+/// Every method needs an open transaction on `conn`; outside one, or with no savepoint to
+/// roll back to or release, it returns an error. Code running between `savepoint` and its
+/// release must not end the transaction nor release or roll back past the savepoint.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use omnibox_core::memory::{MemoryDb, MemoryInboxStore};
+/// use omnibox_core::store::{Savepoints, Transactions};
+///
+/// let db = MemoryDb::new();
+/// let store = MemoryInboxStore::new();
+/// let mut tx = db.begin().await.unwrap();
+/// tx.put("kept", serde_json::json!(1)).await;
+/// store.savepoint(&mut tx).await.unwrap();
+/// tx.put("undone", serde_json::json!(2)).await;
+/// store.rollback_to_savepoint(&mut tx).await.unwrap();
+/// store.release_savepoint(&mut tx).await.unwrap();
+/// db.commit(tx).await.unwrap();
+/// assert_eq!(db.value("kept").await, Some(serde_json::json!(1)));
+/// assert_eq!(db.value("undone").await, None);
+/// # });
+/// ```
+pub trait Savepoints: EventStore {
+    /// Take a savepoint in the transaction open on `conn`.
+    fn savepoint(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Undo every write since the newest savepoint, which stays in place (and makes an
+    /// aborted SQL transaction usable again).
+    fn rollback_to_savepoint(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Drop the newest savepoint, keeping its writes in the transaction.
+    fn release_savepoint(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// Begin, commit and roll back transactions; the caller's database handle.
 pub trait Transactions: Send + Sync {
     /// The connection type stores take.

@@ -107,6 +107,7 @@ mod ident;
 mod migrate;
 pub mod partition;
 mod row;
+mod savepoint;
 mod sql;
 mod store;
 mod wakeup;

@@ -288,6 +288,145 @@ async fn dead_letter_side_effect_runs_once_the_budget_is_spent() {
     );
 }
 
+/// Writes `wrote:<message_id>` through the connection, then completes, or fails the way
+/// the event type says: `broken` (error), `later` (counted retry), `boom` (panic), `hang`
+/// (never returns).
+fn writing_then_failing_handler() -> impl Handler<InboxEvent, MemoryConn> {
+    handler_fn(
+        |e: &InboxEvent, conn: &mut MemoryConn| -> BoxFuture<'_, HandlerResult> {
+            let key = format!("wrote:{}", e.message_id);
+            let kind = e.common.event_type.clone();
+            Box::pin(async move {
+                conn.put(key, json!(true)).await;
+                match kind.as_str() {
+                    "broken" => Err(HandlerError::permanent("cannot bill")),
+                    "later" => Ok(HandlerOutcome::retry("try later")),
+                    "boom" => panic!("kaboom"),
+                    "hang" => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        Ok(HandlerOutcome::Completed)
+                    }
+                    _ => Ok(HandlerOutcome::Completed),
+                }
+            })
+        },
+    )
+}
+
+/// Runs one batch through `writing_then_failing_handler` and checks that the failed events
+/// recorded `error` with one attempt spent and none of their writes, while the completed
+/// ones kept theirs.
+async fn assert_failed_writes_rolled_back(
+    env: &Env,
+    events: &[InboxEvent],
+    failing: &[usize],
+    error: &str,
+) {
+    let p = inbox_processor(
+        env.store.clone(),
+        writing_then_failing_handler(),
+        env.opts().handler_timeout(Duration::from_secs(2)),
+    )
+    .unwrap();
+    let r = env.run(&p, &Shutdown::new()).await;
+    assert!(r.committed());
+    for (i, e) in events.iter().enumerate() {
+        let row = env.row(e.id()).await;
+        let written = env.db.value(&format!("wrote:{}", e.message_id)).await;
+        if failing.contains(&i) {
+            assert!(r.failed_counted.contains(&e.id()), "{i}: {r:?}");
+            assert_eq!(
+                written, None,
+                "{i}: the failed handler's write was rolled back"
+            );
+            assert_eq!(row.common.status, EventStatus::Pending);
+            assert_eq!(row.common.attempts_made, 1, "{i}: the attempt is counted");
+            assert_eq!(row.common.last_error.as_deref(), Some(error));
+        } else {
+            assert!(r.completed.contains(&e.id()), "{i}: {r:?}");
+            assert_eq!(
+                written,
+                Some(json!(true)),
+                "{i}: a successful handler keeps its write"
+            );
+            assert_eq!(row.common.status, EventStatus::Completed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn batch_handler_failure_rolls_back_its_own_writes_only() {
+    let env = Env::new();
+    let events = env
+        .insert(&[("m1", "placed"), ("m2", "broken"), ("m3", "placed")])
+        .await;
+    assert_failed_writes_rolled_back(&env, &events, &[1], "cannot bill").await;
+}
+
+#[tokio::test]
+async fn batch_handler_retry_outcome_rolls_back_its_own_writes_only() {
+    let env = Env::new();
+    let events = env.insert(&[("m1", "later"), ("m2", "placed")]).await;
+    assert_failed_writes_rolled_back(&env, &events, &[0], "try later").await;
+}
+
+#[tokio::test]
+async fn batch_handler_panic_rolls_back_its_own_writes_only() {
+    let env = Env::new();
+    let events = env
+        .insert(&[("m1", "placed"), ("m2", "boom"), ("m3", "placed")])
+        .await;
+    assert_failed_writes_rolled_back(&env, &events, &[1], "handler panicked: kaboom").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn batch_handler_timeout_rolls_back_its_own_writes_only() {
+    let env = Env::new();
+    let events = env
+        .insert(&[("m1", "placed"), ("m2", "hang"), ("m3", "placed")])
+        .await;
+    let error = "Handler execution timed out after 2s";
+    assert_failed_writes_rolled_back(&env, &events, &[1], error).await;
+}
+
+#[tokio::test]
+async fn batch_handler_retry_after_a_rolled_back_failure_applies_the_effect_once() {
+    let env = Env::new();
+    let events = env.insert(&[("m1", "placed")]).await;
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = calls.clone();
+    // Adds 1 to a counter through the connection; the first run then fails.
+    let h = handler_fn(
+        move |_e: &InboxEvent, conn: &mut MemoryConn| -> BoxFuture<'_, HandlerResult> {
+            let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            Box::pin(async move {
+                let n = conn
+                    .get("counter")
+                    .await
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                conn.put("counter", json!(n + 1)).await;
+                if first {
+                    return Err(HandlerError::permanent("flaky"));
+                }
+                Ok(HandlerOutcome::Completed)
+            })
+        },
+    );
+    let p = inbox_processor(env.store.clone(), h, env.opts()).unwrap();
+    let r = env.run(&p, &Shutdown::new()).await;
+    assert_eq!(r.failed_counted, vec![events[0].id()]);
+    env.clock.advance(TimeDelta::hours(2));
+    let r = env.run(&p, &Shutdown::new()).await;
+    assert_eq!(r.completed, vec![events[0].id()]);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        env.db.value("counter").await,
+        Some(json!(1)),
+        "the effect happened once although the handler ran twice"
+    );
+}
+
 #[test]
 fn options_are_validated_and_step_order_is_fixed() {
     let store = MemoryOutboxStore::new();

@@ -120,6 +120,8 @@ impl MemoryDb {
 struct OpenTx {
     guard: OwnedMutexGuard<Tables>,
     snapshot: Option<Tables>,
+    /// The transaction's state at each open savepoint, newest last.
+    savepoints: Vec<Tables>,
 }
 
 /// A connection to a [`MemoryDb`]: autocommit (from [`MemoryDb::connection`]) or inside a
@@ -159,6 +161,43 @@ impl MemoryConn {
                 let mut guard = self.db.state.lock().await;
                 f(&mut guard, now)
             }
+        }
+    }
+
+    /// The open transaction, or an error naming `operation`.
+    fn open_tx(&mut self, operation: &str) -> Result<&mut OpenTx, StoreError> {
+        self.tx.as_mut().ok_or_else(|| {
+            StoreError::InvalidRequest(format!("{operation} needs an open transaction"))
+        })
+    }
+
+    /// Take a savepoint: remember the transaction's current state (a copy of every table,
+    /// so this costs one clone of the database per savepoint).
+    pub(crate) fn savepoint(&mut self) -> Result<(), StoreError> {
+        let tx = self.open_tx("savepoint")?;
+        let state = tx.guard.clone();
+        tx.savepoints.push(state);
+        Ok(())
+    }
+
+    /// Restore the state of the newest savepoint, which stays in place.
+    pub(crate) fn rollback_to_savepoint(&mut self) -> Result<(), StoreError> {
+        let tx = self.open_tx("rollback to savepoint")?;
+        let state = tx.savepoints.last().cloned().ok_or_else(|| {
+            StoreError::InvalidRequest("rollback to savepoint: no savepoint is open".into())
+        })?;
+        *tx.guard = state;
+        Ok(())
+    }
+
+    /// Drop the newest savepoint; the writes made since stay in the transaction.
+    pub(crate) fn release_savepoint(&mut self) -> Result<(), StoreError> {
+        let tx = self.open_tx("release savepoint")?;
+        match tx.savepoints.pop() {
+            Some(_) => Ok(()),
+            None => Err(StoreError::InvalidRequest(
+                "release savepoint: no savepoint is open".into(),
+            )),
         }
     }
 
@@ -224,7 +263,11 @@ impl Transactions for MemoryDb {
         Ok(MemoryTx {
             conn: MemoryConn {
                 db: self.clone(),
-                tx: Some(OpenTx { guard, snapshot }),
+                tx: Some(OpenTx {
+                    guard,
+                    snapshot,
+                    savepoints: Vec::new(),
+                }),
             },
         })
     }

@@ -13,7 +13,8 @@ use crate::model::{Limits, WorkerId};
 use crate::store::{
     Backlog, BacklogStats, ClaimEvents, ClaimRequest, CleanupCompleted, DeadLetter,
     DeadLetterStore, EventStore, FetchPending, Filters, InsertEvents, Inserted, LockEvent,
-    LockOutcome, RefreshLeases, ReleaseStale, SettleEvents, SettleReport, Settlement, StaleReport,
+    LockOutcome, RefreshLeases, ReleaseStale, Savepoints, SettleEvents, SettleReport, Settlement,
+    StaleReport,
 };
 
 /// An in-memory event store for kind `E`; use the aliases [`super::MemoryOutboxStore`] and
@@ -291,5 +292,22 @@ impl<E: MemoryEvent> DeadLetterStore for MemoryStore<E> {
 impl<E: MemoryEvent> BacklogStats for MemoryStore<E> {
     async fn backlog(&self, conn: &mut MemoryConn) -> Result<Backlog, StoreError> {
         Ok(conn.with(|t, now| table::<E>(t).backlog(now)).await)
+    }
+}
+
+/// Real savepoints on the transaction's state (see [`Savepoints`]): `savepoint` copies the
+/// transaction's tables, `rollback_to_savepoint` restores the newest copy, and
+/// `release_savepoint` drops it. An autocommit connection has no savepoints (error).
+impl<E: MemoryEvent> Savepoints for MemoryStore<E> {
+    async fn savepoint(&self, conn: &mut MemoryConn) -> Result<(), StoreError> {
+        conn.savepoint()
+    }
+
+    async fn rollback_to_savepoint(&self, conn: &mut MemoryConn) -> Result<(), StoreError> {
+        conn.rollback_to_savepoint()
+    }
+
+    async fn release_savepoint(&self, conn: &mut MemoryConn) -> Result<(), StoreError> {
+        conn.release_savepoint()
     }
 }

@@ -574,3 +574,43 @@ async fn broker_failures_malformed_and_waiting() {
     broker.publish(&e).await.unwrap();
     assert!(recv(&mut c).await.message.is_ok());
 }
+
+#[tokio::test]
+async fn savepoints_restore_the_transaction_state_nest_and_need_a_transaction() {
+    let (db, clock, store) = setup();
+    let mut tx = db.begin().await.unwrap();
+    tx.put("a", json!(1)).await;
+    store.savepoint(&mut tx).await.unwrap();
+    let event = ev("orders", "k", clock.now());
+    store.insert(&mut tx, &event).await.unwrap();
+    tx.put("b", json!(2)).await;
+    // Nested: the inner savepoint shadows the outer one.
+    store.savepoint(&mut tx).await.unwrap();
+    tx.put("c", json!(3)).await;
+    store.rollback_to_savepoint(&mut tx).await.unwrap();
+    assert_eq!(tx.get("c").await, None);
+    assert_eq!(tx.get("b").await, Some(json!(2)));
+    store.release_savepoint(&mut tx).await.unwrap();
+    // Back to the outer one: the event row and "b" go, "a" stays.
+    store.rollback_to_savepoint(&mut tx).await.unwrap();
+    assert!(store.get(&mut tx, event.common.id).await.is_none());
+    assert_eq!(tx.get("b").await, None);
+    store.release_savepoint(&mut tx).await.unwrap();
+    assert!(matches!(
+        store.release_savepoint(&mut tx).await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        store.rollback_to_savepoint(&mut tx).await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+    db.commit(tx).await.unwrap();
+    assert_eq!(db.value("a").await, Some(json!(1)));
+    assert_eq!(db.value("b").await, None);
+
+    let mut conn = db.connection();
+    assert!(matches!(
+        store.savepoint(&mut conn).await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+}

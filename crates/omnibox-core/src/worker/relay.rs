@@ -273,39 +273,6 @@ fn next_step(r: &BatchResult) -> Next {
     }
 }
 
-#[cfg(test)]
-mod next_step_tests {
-    use super::*;
-    use uuid::Uuid;
-
-    fn batch(completed: usize, counted: usize, transient: usize, released: usize) -> BatchResult {
-        let ids = |n| (0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>();
-        let mut r = BatchResult::default();
-        r.claimed = completed + counted + transient + released;
-        r.completed = ids(completed);
-        r.failed_counted = ids(counted);
-        r.failed_transient = ids(transient);
-        r.released = ids(released);
-        r
-    }
-
-    #[test]
-    fn progress_goes_on_and_no_progress_backs_off() {
-        assert_eq!(next_step(&batch(0, 0, 0, 0)), Next::Idle);
-        assert_eq!(next_step(&batch(10, 0, 0, 0)), Next::Again);
-        // A sporadic transient failure in a batch that published: go on at once.
-        assert_eq!(next_step(&batch(9, 0, 1, 5)), Next::Again);
-        assert_eq!(next_step(&batch(0, 3, 0, 0)), Next::Again);
-        // Broker down: one probe failed, the rest released.
-        assert_eq!(next_step(&batch(0, 0, 1, 9)), Next::BackOff);
-        // Breaker open: everything released; claiming again at once would spin.
-        assert_eq!(next_step(&batch(0, 0, 0, 10)), Next::BackOff);
-        let mut failed_settle = batch(10, 0, 0, 0);
-        failed_settle.commit_error = Some(crate::StoreError::InvalidRequest("x".into()));
-        assert_eq!(next_step(&failed_settle), Next::BackOff);
-    }
-}
-
 impl<S, P, T, W> RelayWorker<S, P, T, W>
 where
     S: ClaimEvents + SettleEvents + RefreshLeases + EventStore<Event = OutboxEvent>,
@@ -380,5 +347,39 @@ where
         }
         tracing::info!(job = %job, worker = %self.worker, ?summary, "relay worker stopped");
         summary
+    }
+}
+
+#[cfg(test)]
+mod next_step_tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn batch(completed: usize, counted: usize, transient: usize, released: usize) -> BatchResult {
+        let ids = |n| (0..n).map(|_| Uuid::now_v7()).collect::<Vec<_>>();
+        BatchResult {
+            claimed: completed + counted + transient + released,
+            completed: ids(completed),
+            failed_counted: ids(counted),
+            failed_transient: ids(transient),
+            released: ids(released),
+            ..BatchResult::default()
+        }
+    }
+
+    #[test]
+    fn progress_goes_on_and_no_progress_backs_off() {
+        assert_eq!(next_step(&batch(0, 0, 0, 0)), Next::Idle);
+        assert_eq!(next_step(&batch(10, 0, 0, 0)), Next::Again);
+        // A sporadic transient failure in a batch that published: go on at once.
+        assert_eq!(next_step(&batch(9, 0, 1, 5)), Next::Again);
+        assert_eq!(next_step(&batch(0, 3, 0, 0)), Next::Again);
+        // Broker down: one probe failed, the rest released.
+        assert_eq!(next_step(&batch(0, 0, 1, 9)), Next::BackOff);
+        // Breaker open: everything released; claiming again at once would spin.
+        assert_eq!(next_step(&batch(0, 0, 0, 10)), Next::BackOff);
+        let mut failed_settle = batch(10, 0, 0, 0);
+        failed_settle.commit_error = Some(crate::StoreError::InvalidRequest("x".into()));
+        assert_eq!(next_step(&failed_settle), Next::BackOff);
     }
 }

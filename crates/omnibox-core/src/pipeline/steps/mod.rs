@@ -2,7 +2,7 @@
 //!
 //! | step | for | what it does |
 //! |---|---|---|
-//! | [`HandlerStep`] | inbox (any event) | runs a [`Handler`](crate::Handler) with the batch's connection, under a timeout; maps its outcome to a verdict; a panic becomes a counted failure |
+//! | [`HandlerStep`] | inbox (any event) | runs a [`Handler`](crate::Handler) with the batch's connection, under a timeout; maps its outcome to a verdict; a panic becomes a counted failure; with [`HandlerStep::savepoints`] each handler runs in a savepoint, rolled back on any failure |
 //! | [`PublishStep`] | outbox | publishes to a [`Publisher`](crate::Publisher) under a timeout; a broker outage defers the rest of the batch without spending attempts (one probe per batch) |
 //! | [`SiblingDedupStep`] | inbox | completes an event as a duplicate when a sibling with the same `(message_id, consumer_group)` already completed |
 //! | [`CircuitBreakerStep`] | any | stops batches while the downstream keeps failing; place it **before** the handler/publish step |
@@ -30,7 +30,7 @@ pub use circuit_breaker::{
     CircuitBreakerStep, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIMEOUT,
 };
 pub use dead_letter::{DeadLetterHandler, DeadLetterStep, DynDeadLetterHandler};
-pub use handler::HandlerStep;
+pub use handler::{HandlerSavepoints, HandlerStep, NoSavepoints};
 pub use metrics::MetricsStep;
 pub use publish::PublishStep;
 pub use sibling_dedup::SiblingDedupStep;

@@ -22,8 +22,8 @@ fn step_with(
     HandlerStep::new(handler_fn(f))
 }
 
-async fn run_one<H: Handler<InboxEvent, Conn>>(
-    step: &HandlerStep<H>,
+async fn run_one<H: Handler<InboxEvent, Conn>, S: HandlerSavepoints<Conn>>(
+    step: &HandlerStep<H, S>,
     event: &InboxEvent,
     fx: &Fixture,
 ) -> (Verdict, Conn) {
@@ -226,4 +226,191 @@ async fn bug4_duration_measures_the_handler() {
             "{d:?}"
         );
     }
+}
+
+/// Savepoints over the `u32` test connection: a savepoint remembers the value, rollback
+/// restores it, release forgets it; each operation can be made to fail.
+#[derive(Default)]
+struct FakeSavepoints {
+    stack: std::sync::Mutex<Vec<Conn>>,
+    log: std::sync::Mutex<Vec<&'static str>>,
+    fail_savepoint: bool,
+    fail_release: bool,
+    fail_rollback: bool,
+}
+
+impl FakeSavepoints {
+    fn log(&self) -> Vec<&'static str> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn op(&self, name: &'static str, fail: bool) -> Result<(), StoreError> {
+        self.log.lock().unwrap().push(name);
+        if fail {
+            return Err(StoreError::Connection {
+                message: format!("{name} refused"),
+                source: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl HandlerSavepoints<Conn> for FakeSavepoints {
+    async fn savepoint(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        self.op("savepoint", self.fail_savepoint)?;
+        self.stack.lock().unwrap().push(*conn);
+        Ok(())
+    }
+    async fn rollback_to_savepoint(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        self.op("rollback", self.fail_rollback)?;
+        *conn = *self.stack.lock().unwrap().last().unwrap();
+        Ok(())
+    }
+    async fn release_savepoint(&self, _conn: &mut Conn) -> Result<(), StoreError> {
+        self.op("release", self.fail_release)?;
+        self.stack.lock().unwrap().pop().unwrap();
+        Ok(())
+    }
+}
+
+/// Adds 1 to the connection, then does what the message id says.
+fn writing_then(
+    savepoints: FakeSavepoints,
+) -> HandlerStep<impl Handler<InboxEvent, Conn>, FakeSavepoints> {
+    step_with(|e, conn| {
+        *conn += 1;
+        let what = e.message_id.clone();
+        Box::pin(async move {
+            match what.as_str() {
+                "fail" => Err(HandlerError::permanent("cannot bill")),
+                "retry" => Ok(HandlerOutcome::retry("later")),
+                "panic" => panic!("kaboom"),
+                "hang" => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok(HandlerOutcome::Completed)
+                }
+                "skip" => Ok(HandlerOutcome::skipped("not ours")),
+                _ => Ok(HandlerOutcome::Completed),
+            }
+        })
+    })
+    .timeout(Duration::from_secs(2))
+    .savepoints(savepoints)
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_savepoints_every_failure_rolls_back_the_handlers_writes_and_success_keeps_them() {
+    let fx = Fixture::new();
+    let step = writing_then(FakeSavepoints::default());
+    let events = [
+        inbox("ok"),
+        inbox("fail"),
+        inbox("retry"),
+        inbox("panic"),
+        inbox("hang"),
+        inbox("skip"),
+    ];
+    let mut conn: Conn = 0;
+    let v = {
+        let mut ctx = fx.ctx(Some(&mut conn));
+        drive(&[&step], &events, &mut ctx).await
+    };
+    assert_eq!(v[0], Verdict::Completed);
+    for (i, expected) in [
+        (1, "cannot bill"),
+        (2, "later"),
+        (3, "handler panicked: kaboom"),
+        (4, "Handler execution timed out after 2s"),
+    ] {
+        let (err, kind, _) = failed(&v[i]);
+        assert_eq!((err, kind), (expected, FailureKind::Permanent));
+    }
+    assert!(matches!(v[5], Verdict::Skipped { .. }));
+    // Only the completed and the skipped handler's writes survive.
+    assert_eq!(conn, 2);
+    let sp = &step.savepoints;
+    assert_eq!(
+        sp.log(),
+        [
+            "savepoint",
+            "release", // ok
+            "savepoint",
+            "rollback",
+            "release", // fail
+            "savepoint",
+            "rollback",
+            "release", // retry
+            "savepoint",
+            "rollback",
+            "release", // panic
+            "savepoint",
+            "rollback",
+            "release", // hang
+            "savepoint",
+            "release", // skip
+        ]
+    );
+    assert!(
+        sp.stack.lock().unwrap().is_empty(),
+        "no savepoint is left open"
+    );
+}
+
+#[tokio::test]
+async fn savepoint_failure_is_transient_and_the_handler_does_not_run() {
+    let fx = Fixture::new();
+    let step = writing_then(FakeSavepoints {
+        fail_savepoint: true,
+        ..Default::default()
+    });
+    let now = fx.clock.now();
+    let (v, conn) = run_one(&step, &inbox("ok"), &fx).await;
+    let (err, kind, at) = failed(&v);
+    assert!(err.contains("savepoint refused"), "{err}");
+    assert_eq!(kind, FailureKind::Transient, "no attempt is spent");
+    assert_eq!(at, Some(now + TimeDelta::seconds(1)));
+    assert_eq!(conn, 0, "the handler did not run");
+    assert_eq!(step.savepoints.log(), ["savepoint"]);
+    assert!(fx.metrics.durations().is_empty());
+}
+
+#[tokio::test]
+async fn release_failure_after_success_rolls_back_and_counts_the_attempt() {
+    let fx = Fixture::new();
+    let step = writing_then(FakeSavepoints {
+        fail_release: true,
+        ..Default::default()
+    });
+    let (v, conn) = run_one(&step, &inbox("ok"), &fx).await;
+    let (err, kind, _) = failed(&v);
+    assert!(err.contains("release refused"), "{err}");
+    assert_eq!(kind, FailureKind::Permanent);
+    assert_eq!(conn, 0, "the writes were rolled back");
+    assert_eq!(
+        step.savepoints.log(),
+        ["savepoint", "release", "rollback"],
+        "a failed release is not retried: the rolled-back savepoint stays until the transaction ends"
+    );
+}
+
+#[tokio::test]
+async fn rollback_failure_stops_the_batch_with_a_transient_failure() {
+    let fx = Fixture::new();
+    let step = writing_then(FakeSavepoints {
+        fail_rollback: true,
+        ..Default::default()
+    });
+    let events = [inbox("fail"), inbox("ok")];
+    let mut conn: Conn = 0;
+    let v = {
+        let mut ctx = fx.ctx(Some(&mut conn));
+        drive(&[&step], &events, &mut ctx).await
+    };
+    let (err, kind, _) = failed(&v[0]);
+    assert!(err.contains("could not be rolled back"), "{err}");
+    assert!(err.contains("rollback refused"), "{err}");
+    assert_eq!(kind, FailureKind::Transient);
+    assert_eq!(v[1], Verdict::Released, "the batch stopped");
+    assert_eq!(step.savepoints.log(), ["savepoint", "rollback"]);
 }
