@@ -47,6 +47,9 @@ async fn main() -> Result<(), BoxError> {
 
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
+        // No ping round trip before each transaction: a dead connection fails the
+        // statement instead, and the worker backs off and retries.
+        .test_before_acquire(false)
         .connect(&env("DATABASE_URL")?)
         .await?;
     let config = PgStoreConfig::new().schema(schema.as_str());
