@@ -3,7 +3,15 @@
 //! and off. Needs DATABASE_URL. Prints events/s and the ratio.
 //!
 //! `OMNIBOX_BENCH_ROWS` (default 5000) rows are drained per iteration, `OMNIBOX_BENCH_BATCH`
-//! (default 500) per claim.
+//! (default 500) per claim. Both paths commit durably (whatever the server's
+//! `synchronous_commit` is, printed first), one transaction for the claim and one for the
+//! completion.
+//!
+//! Criterion measures each path on its own, one after the other, so a change in the
+//! machine's load between the two skews a ratio taken from those figures. The headline
+//! ratio therefore comes from a paired phase run after criterion: `OMNIBOX_BENCH_PAIRS`
+//! (default 12) rounds, each draining a fresh backlog with both paths back to back,
+//! alternating which goes first.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::sync::Mutex;
@@ -89,6 +97,7 @@ async fn drain_minimal(pool: &PgPool, table: &str, batch: u32) -> u64 {
     );
     let mut n = 0;
     loop {
+        let t0 = Instant::now();
         let mut tx = pool.begin().await.expect("begin");
         let rows = sqlx::query(AssertSqlSafe(claim.clone()))
             .bind(i64::from(batch))
@@ -112,6 +121,7 @@ async fn drain_minimal(pool: &PgPool, table: &str, batch: u32) -> u64 {
                 r.get::<Uuid, _>("id")
             })
             .collect();
+        let t1 = Instant::now();
         let mut tx = pool.begin().await.expect("begin");
         sqlx::query(AssertSqlSafe(done.clone()))
             .bind(ids)
@@ -119,6 +129,8 @@ async fn drain_minimal(pool: &PgPool, table: &str, batch: u32) -> u64 {
             .await
             .expect("complete");
         tx.commit().await.expect("commit");
+        record("minimal_claim_phase", rows.len() as u64, t1 - t0);
+        record("minimal_settle_phase", rows.len() as u64, t1.elapsed());
         n += rows.len() as u64;
     }
 }
@@ -239,6 +251,32 @@ fn main() {
     }
     c.final_summary();
 
+    // Paired phase: both paths on the same backlog size, back to back, alternating order.
+    let pairs = env_u32("OMNIBOX_BENCH_PAIRS", 12);
+    rt.block_on(async {
+        for i in 0..pairs {
+            for store_turn in [i % 2 == 0, i % 2 != 0] {
+                refill(&pool, &table, rows).await;
+                let t = Instant::now();
+                let n = if store_turn {
+                    drain_store(&pool, &store, batch).await
+                } else {
+                    drain_minimal(&pool, &table, batch).await
+                };
+                assert_eq!(n, u64::from(rows));
+                record(
+                    if store_turn {
+                        "paired_store"
+                    } else {
+                        "paired_minimal"
+                    },
+                    n,
+                    t.elapsed(),
+                );
+            }
+        }
+    });
+
     let rate = |name: &str| {
         let t = TOTALS.lock().map(|t| t.clone()).unwrap_or_default();
         let (n, d) = t
@@ -251,15 +289,26 @@ fn main() {
             n as f64 / d.as_secs_f64()
         }
     };
+    let ratio = |s: f64, m: f64| if m > 0.0 { s / m } else { 0.0 };
+    let (s, m) = (rate("paired_store"), rate("paired_minimal"));
+    println!(
+        "claim+complete (batch {batch}, {pairs} interleaved pairs): store {s:.0} events/s, \
+         minimal SQL {m:.0} events/s, ratio {:.2}",
+        ratio(s, m)
+    );
     let (s, m) = (rate("store"), rate("minimal"));
     println!(
-        "claim+complete (batch {batch}): store {s:.0} events/s, minimal SQL {m:.0} events/s, ratio {:.2}",
-        if m > 0.0 { s / m } else { 0.0 }
+        "claim+complete (batch {batch}, criterion runs, one path after the other): store {s:.0} events/s, \
+         minimal SQL {m:.0} events/s, ratio {:.2}",
+        ratio(s, m)
     );
     println!(
-        "store phases: claim {:.0} events/s, settle {:.0} events/s",
+        "phases (all runs): store claim {:.0} events/s, settle {:.0} events/s; \
+         minimal claim {:.0} events/s, settle {:.0} events/s",
         rate("store_claim_phase"),
-        rate("store_settle_phase")
+        rate("store_settle_phase"),
+        rate("minimal_claim_phase"),
+        rate("minimal_settle_phase")
     );
     let (on, off) = (rate("enqueue_notify_on"), rate("enqueue_notify_off"));
     println!(

@@ -4,11 +4,11 @@ use chrono::{DateTime, Utc};
 use omnibox_core::error::{StoreError, ValidationError};
 use omnibox_core::model::{
     Event, EventCommon, EventStatus, Headers, InboxEvent, InboxRecord, Limits, OutboxEvent,
-    OutboxRecord,
+    OutboxRecord, Payload,
 };
-use sqlx::Row;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
+use sqlx::{Column, Row};
 use uuid::Uuid;
 
 use crate::config::{TableNames, Tables};
@@ -36,7 +36,18 @@ pub trait PgEvent: Event + sealed::Sealed {
     fn names(tables: &Tables) -> &TableNames;
     /// Decode a row.
     #[doc(hidden)]
-    fn from_row(row: &PgRow, limits: &Limits) -> Result<Self, StoreError>;
+    fn from_row(row: &PgRow, limits: &Limits) -> Result<Self, StoreError> {
+        decode_row(row, limits)
+    }
+    /// Decode a row of a result set whose columns `layout` has resolved, cloning `blank`
+    /// for the fields.
+    #[doc(hidden)]
+    fn decode(
+        row: &PgRow,
+        layout: &Layout,
+        blank: &Blank,
+        limits: &Limits,
+    ) -> Result<Self, StoreError>;
     /// Bind the kind-specific column arrays.
     #[doc(hidden)]
     fn bind_extra<'q>(q: PgQuery<'q>, events: &[Self]) -> PgQuery<'q>;
@@ -52,30 +63,100 @@ fn invalid(id: Uuid, field: &'static str, reason: impl Into<String>) -> StoreErr
     }
 }
 
-fn u32_col(row: &PgRow, id: Uuid, name: &'static str) -> Result<u32, StoreError> {
-    let v: i32 = row.try_get(name).op("decode row")?;
-    u32::try_from(v).map_err(|_| invalid(id, name, "must not be negative"))
+/// Positions of the event columns in one result set, resolved once by name from its
+/// first row (every row of a result set shares the same columns), so that decoding a
+/// batch looks each column up by position instead of hashing its name on every row.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    common: [usize; COMMON.len()],
+    extra: [usize; MAX_EXTRA],
 }
 
-fn common_from_row(row: &PgRow) -> Result<EventCommon, StoreError> {
-    let id: Uuid = row.try_get("id").op("decode row")?;
-    let payload = match row
-        .try_get::<serde_json::Value, _>("payload")
-        .op("decode row")?
-    {
-        serde_json::Value::Object(m) => m,
-        _ => {
-            return Err(StoreError::InvalidRow {
-                id,
-                source: ValidationError::PayloadNotObject {
-                    found: "non-object JSON",
-                },
-            });
+/// The most kind-specific columns a kind has.
+const MAX_EXTRA: usize = 4;
+
+// Positions in `COMMON` (checked by a unit test).
+const ID: usize = 0;
+const EVENT_TYPE: usize = 1;
+const PAYLOAD: usize = 2;
+const HEADERS: usize = 3;
+const TRACE_ID: usize = 4;
+const IDEMPOTENCY_KEY: usize = 5;
+const CORRELATION_ID: usize = 6;
+const CAUSATION_ID: usize = 7;
+const SCHEMA_VERSION: usize = 8;
+const STATUS: usize = 9;
+const ATTEMPTS_MADE: usize = 10;
+const MAX_ATTEMPTS: usize = 11;
+const LAST_ERROR: usize = 12;
+const SCHEDULED_AT: usize = 13;
+const COMPLETED_AT: usize = 14;
+const LOCKED_AT: usize = 15;
+const LOCKED_BY: usize = 16;
+const CREATED_AT: usize = 17;
+
+impl Layout {
+    /// Resolve the columns of `E` in `row`'s result set.
+    pub(crate) fn resolve<E: PgEvent>(row: &PgRow) -> Result<Self, StoreError> {
+        let at = |name: &str| -> Result<usize, StoreError> {
+            Ok(row.try_column(name).op("decode row")?.ordinal())
+        };
+        let mut common = [0; COMMON.len()];
+        for (slot, (name, _)) in common.iter_mut().zip(COMMON) {
+            *slot = at(name)?;
         }
-    };
-    let headers: Option<serde_json::Value> = row.try_get("headers").op("decode row")?;
-    let headers = match headers {
-        None | Some(serde_json::Value::Null) => None,
+        let mut extra = [0; MAX_EXTRA];
+        for (slot, (name, _)) in extra.iter_mut().zip(E::EXTRA) {
+            *slot = at(name)?;
+        }
+        Ok(Self { common, extra })
+    }
+
+    fn get<'r, T>(&self, row: &'r PgRow, field: usize) -> Result<T, StoreError>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        row.try_get(self.common[field]).op("decode row")
+    }
+
+    fn get_extra<'r, T>(&self, row: &'r PgRow, field: usize) -> Result<T, StoreError>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        row.try_get(self.extra[field]).op("decode row")
+    }
+
+    fn u32(&self, row: &PgRow, id: Uuid, field: usize) -> Result<u32, StoreError> {
+        let v: i32 = self.get(row, field)?;
+        u32::try_from(v).map_err(|_| invalid(id, COMMON[field].0, "must not be negative"))
+    }
+}
+
+/// A blank [`EventCommon`] that decoding clones and then overwrites field by field (one
+/// clone of empty fields is cheaper than [`EventCommon::new`], which draws a fresh
+/// UUIDv7 from the OS random source for every row only to have it replaced).
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Blank(EventCommon);
+
+impl Blank {
+    pub(crate) fn new() -> Self {
+        Self(EventCommon::new(
+            String::new(),
+            Payload::new(),
+            DateTime::<Utc>::UNIX_EPOCH,
+            1,
+        ))
+    }
+}
+
+fn headers_from(
+    id: Uuid,
+    headers: Option<serde_json::Value>,
+) -> Result<Option<Headers>, StoreError> {
+    match headers {
+        None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Object(m)) => {
             let mut h = Headers::new();
             for (k, v) in m {
@@ -86,36 +167,88 @@ fn common_from_row(row: &PgRow) -> Result<EventCommon, StoreError> {
                     _ => return Err(invalid(id, "headers", "header values must be strings")),
                 }
             }
-            (!h.is_empty()).then_some(h)
+            Ok((!h.is_empty()).then_some(h))
         }
-        Some(_) => return Err(invalid(id, "headers", "must be a JSON object")),
+        Some(_) => Err(invalid(id, "headers", "must be a JSON object")),
+    }
+}
+
+fn common_from_row(row: &PgRow, l: &Layout, blank: &Blank) -> Result<EventCommon, StoreError> {
+    let id: Uuid = l.get(row, ID)?;
+    let payload = match l.get::<serde_json::Value>(row, PAYLOAD)? {
+        serde_json::Value::Object(m) => m,
+        _ => {
+            return Err(StoreError::InvalidRow {
+                id,
+                source: ValidationError::PayloadNotObject {
+                    found: "non-object JSON",
+                },
+            });
+        }
     };
-    let status: String = row.try_get("status").op("decode row")?;
-    let status: EventStatus = status
+    let headers = headers_from(id, l.get(row, HEADERS)?)?;
+    let status: EventStatus = l
+        .get::<&str>(row, STATUS)?
         .parse()
         .map_err(|e: omnibox_core::model::UnknownStatus| invalid(id, "status", e.to_string()))?;
-    let created_at: DateTime<Utc> = row.try_get("created_at").op("decode row")?;
-    let mut c = EventCommon::new(
-        row.try_get("event_type").op("decode row")?,
-        payload,
-        created_at,
-        u32_col(row, id, "max_attempts")?,
-    );
+    // Every field is assigned below; the blank only saves building a fresh value.
+    let mut c = blank.0.clone();
     c.id = id;
+    c.event_type = l.get(row, EVENT_TYPE)?;
+    c.payload = payload;
     c.headers = headers;
-    c.trace_id = row.try_get("trace_id").op("decode row")?;
-    c.idempotency_key = row.try_get("idempotency_key").op("decode row")?;
-    c.correlation_id = row.try_get("correlation_id").op("decode row")?;
-    c.causation_id = row.try_get("causation_id").op("decode row")?;
-    c.schema_version = row.try_get("schema_version").op("decode row")?;
+    c.trace_id = l.get(row, TRACE_ID)?;
+    c.idempotency_key = l.get(row, IDEMPOTENCY_KEY)?;
+    c.correlation_id = l.get(row, CORRELATION_ID)?;
+    c.causation_id = l.get(row, CAUSATION_ID)?;
+    c.schema_version = l.get(row, SCHEMA_VERSION)?;
     c.status = status;
-    c.attempts_made = u32_col(row, id, "attempts_made")?;
-    c.last_error = row.try_get("last_error").op("decode row")?;
-    c.scheduled_at = row.try_get("scheduled_at").op("decode row")?;
-    c.completed_at = row.try_get("completed_at").op("decode row")?;
-    c.locked_at = row.try_get("locked_at").op("decode row")?;
-    c.locked_by = row.try_get("locked_by").op("decode row")?;
+    c.attempts_made = l.u32(row, id, ATTEMPTS_MADE)?;
+    c.max_attempts = l.u32(row, id, MAX_ATTEMPTS)?;
+    c.last_error = l.get(row, LAST_ERROR)?;
+    c.created_at = l.get(row, CREATED_AT)?;
+    c.scheduled_at = l.get(row, SCHEDULED_AT)?;
+    c.completed_at = l.get(row, COMPLETED_AT)?;
+    c.locked_at = l.get(row, LOCKED_AT)?;
+    c.locked_by = l.get(row, LOCKED_BY)?;
     Ok(c)
+}
+
+/// Decode every row of one result set.
+pub(crate) fn decode_rows<E: PgEvent>(
+    rows: &[PgRow],
+    limits: &Limits,
+) -> Result<Vec<E>, StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let layout = Layout::resolve::<E>(first)?;
+    let blank = Blank::new();
+    rows.iter()
+        .map(|r| E::decode(r, &layout, &blank, limits))
+        .collect()
+}
+
+/// Decode one row.
+pub(crate) fn decode_row<E: PgEvent>(row: &PgRow, limits: &Limits) -> Result<E, StoreError> {
+    E::decode(row, &Layout::resolve::<E>(row)?, &Blank::new(), limits)
+}
+
+/// The columns every event statement returns, in a fixed order (`COMMON` then the kind's
+/// `EXTRA`), each prefixed with `alias.` when one is given.
+pub(crate) fn column_list(extra: &[(&str, &str)], alias: &str) -> String {
+    COMMON
+        .iter()
+        .chain(extra)
+        .map(|(n, _)| {
+            if alias.is_empty() {
+                (*n).to_owned()
+            } else {
+                format!("{alias}.{n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl PgEvent for OutboxEvent {
@@ -131,15 +264,20 @@ impl PgEvent for OutboxEvent {
         &tables.outbox
     }
 
-    fn from_row(row: &PgRow, limits: &Limits) -> Result<Self, StoreError> {
-        let common = common_from_row(row)?;
+    fn decode(
+        row: &PgRow,
+        layout: &Layout,
+        blank: &Blank,
+        limits: &Limits,
+    ) -> Result<Self, StoreError> {
+        let common = common_from_row(row, layout, blank)?;
         let id = common.id;
         let record = OutboxRecord::new(
             common,
-            row.try_get("aggregate_type").op("decode row")?,
-            row.try_get("aggregate_id").op("decode row")?,
-            row.try_get("topic").op("decode row")?,
-            row.try_get("partition_key").op("decode row")?,
+            layout.get_extra(row, 0)?,
+            layout.get_extra(row, 1)?,
+            layout.get_extra(row, 2)?,
+            layout.get_extra(row, 3)?,
         );
         OutboxEvent::from_record(record, limits, true)
             .map_err(|source| StoreError::InvalidRow { id, source })
@@ -175,14 +313,19 @@ impl PgEvent for InboxEvent {
         &tables.inbox
     }
 
-    fn from_row(row: &PgRow, limits: &Limits) -> Result<Self, StoreError> {
-        let common = common_from_row(row)?;
+    fn decode(
+        row: &PgRow,
+        layout: &Layout,
+        blank: &Blank,
+        limits: &Limits,
+    ) -> Result<Self, StoreError> {
+        let common = common_from_row(row, layout, blank)?;
         let id = common.id;
         let record = InboxRecord::new(
             common,
-            row.try_get("message_id").op("decode row")?,
-            row.try_get("consumer_group").op("decode row")?,
-            row.try_get("source").op("decode row")?,
+            layout.get_extra(row, 0)?,
+            layout.get_extra(row, 1)?,
+            layout.get_extra(row, 2)?,
         );
         InboxEvent::from_record(record, limits, true)
             .map_err(|source| StoreError::InvalidRow { id, source })
@@ -263,4 +406,50 @@ pub(crate) fn bind_common<'q, E: Event>(q: PgQuery<'q>, events: &[E]) -> PgQuery
         .bind(c().map(|c| c.locked_at).collect::<Vec<_>>())
         .bind(c().map(|c| c.locked_by.clone()).collect::<Vec<_>>())
         .bind(c().map(|c| c.created_at).collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_positions_name_the_common_columns() {
+        let named = [
+            (ID, "id"),
+            (EVENT_TYPE, "event_type"),
+            (PAYLOAD, "payload"),
+            (HEADERS, "headers"),
+            (TRACE_ID, "trace_id"),
+            (IDEMPOTENCY_KEY, "idempotency_key"),
+            (CORRELATION_ID, "correlation_id"),
+            (CAUSATION_ID, "causation_id"),
+            (SCHEMA_VERSION, "schema_version"),
+            (STATUS, "status"),
+            (ATTEMPTS_MADE, "attempts_made"),
+            (MAX_ATTEMPTS, "max_attempts"),
+            (LAST_ERROR, "last_error"),
+            (SCHEDULED_AT, "scheduled_at"),
+            (COMPLETED_AT, "completed_at"),
+            (LOCKED_AT, "locked_at"),
+            (LOCKED_BY, "locked_by"),
+            (CREATED_AT, "created_at"),
+        ];
+        assert_eq!(named.len(), COMMON.len());
+        for (at, name) in named {
+            assert_eq!(COMMON[at].0, name);
+        }
+        assert!(OutboxEvent::EXTRA.len() <= MAX_EXTRA);
+        assert!(InboxEvent::EXTRA.len() <= MAX_EXTRA);
+    }
+
+    #[test]
+    fn column_lists_follow_decode_order() {
+        let plain = column_list(OutboxEvent::EXTRA, "");
+        assert!(plain.starts_with("id, event_type, payload, headers, "));
+        assert!(plain.ends_with("created_at, aggregate_type, aggregate_id, topic, partition_key"));
+        assert!(!plain.contains("updated_at"));
+        let aliased = column_list(InboxEvent::EXTRA, "t");
+        assert!(aliased.starts_with("t.id, t.event_type, "));
+        assert!(aliased.ends_with("t.message_id, t.consumer_group, t.source"));
+    }
 }

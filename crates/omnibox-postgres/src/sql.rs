@@ -5,7 +5,7 @@ use std::sync::Arc;
 use omnibox_core::model::EventKind;
 
 use crate::config::{CompletionMode, TableNames, Tables};
-use crate::row::COMMON;
+use crate::row::{COMMON, column_list};
 
 /// The lease-expired message, as [`omnibox_core::domain::lease_expired_error`] writes it.
 const LEASE_EXPIRED: &str =
@@ -24,6 +24,7 @@ pub(crate) struct Statements {
     pub try_lock: Arc<str>,
     pub get: Arc<str>,
     pub settle: Arc<str>,
+    pub settle_complete: Arc<str>,
     pub refresh: Arc<str>,
     pub release_stale: Arc<str>,
     pub delete_completed: Arc<str>,
@@ -75,6 +76,9 @@ impl Statements {
         completion: CompletionMode,
     ) -> Self {
         let q = &t.qualified;
+        // The event columns, in decode order (no `updated_at`, which no event carries).
+        let t_cols = column_list(extra, "t");
+        let r_cols = column_list(extra, "r");
         let cols: Vec<(&str, &str)> = COMMON.iter().chain(extra.iter()).copied().collect();
         let names = cols.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
         let unnest = cols
@@ -148,11 +152,15 @@ impl Statements {
         };
         let filters = filters_at(4);
         // Per-key ordering (outbox): only the head of each (topic, partition_key) line.
+        // `OFFSET 0` keeps the check a per-candidate index probe (a correlated subplan):
+        // as an anti join, a custom plan may hash the whole pending backlog on every claim
+        // (O(backlog) per claim) instead of walking the schedule index and stopping at
+        // the limit.
         let order_guard = match kind {
             EventKind::Outbox => format!(
                 "AND NOT EXISTS (SELECT 1 FROM {q} e WHERE e.topic = r.topic AND e.partition_key = r.partition_key \
                  AND e.status = 'pending' AND (e.created_at, e.id) < (r.created_at, r.id) \
-                 AND (e.scheduled_at <= now() OR e.last_error IS NOT NULL OR e.locked_at IS NOT NULL))"
+                 AND (e.scheduled_at <= now() OR e.last_error IS NOT NULL OR e.locked_at IS NOT NULL) OFFSET 0)"
             ),
             EventKind::Inbox => String::new(),
         };
@@ -168,13 +176,14 @@ impl Statements {
                AND r.attempts_made < r.max_attempts AND r.scheduled_at <= now() {filters} {order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              cand AS (SELECT * FROM fresh UNION ALL SELECT * FROM expired ORDER BY scheduled_at, created_at, id LIMIT $2), \
-             upd AS (UPDATE {q} AS t SET {set} FROM cand c WHERE t.id = c.id AND t.created_at = c.created_at RETURNING t.*), \
+             upd AS (UPDATE {q} AS t SET {set} FROM cand c WHERE t.id = c.id AND t.created_at = c.created_at RETURNING {t_cols}), \
              dl AS ({dl_upd}) \
-             SELECT * FROM upd WHERE status = 'pending' ORDER BY scheduled_at, created_at, id",
+             SELECT {plain} FROM upd WHERE status = 'pending' ORDER BY scheduled_at, created_at, id",
             set = takeover_set("$1"),
+            plain = column_list(extra, ""),
         ));
         let fetch_pending = arc(format!(
-            "SELECT * FROM {q} r WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
+            "SELECT {r_cols} FROM {q} r WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
              AND r.scheduled_at <= now() {f} {order_guard} \
              ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $1",
             f = filters_at(2)
@@ -192,7 +201,18 @@ impl Statements {
 
         let fence =
             "t.id = v.id AND t.status = 'pending' AND t.locked_by = $7 AND t.locked_at = v.lease";
+        let fence_c =
+            "t.id = v.id AND t.status = 'pending' AND t.locked_by = $3 AND t.locked_at = v.lease";
         let delete_mode = completion == CompletionMode::Delete && kind == EventKind::Outbox;
+        // What the dead-letter insert reads from `upd`.
+        let dl_cols = match kind {
+            EventKind::Outbox => format!(
+                "t.id, t.status, t.event_type, t.{route}, t.payload, t.headers, t.last_error, t.attempts_made"
+            ),
+            EventKind::Inbox => format!(
+                "t.id, t.status, t.event_type, t.{route}, t.message_id, t.payload, t.headers, t.last_error, t.attempts_made"
+            ),
+        };
         let (upd_guard, del_cte, del_union) = if delete_mode {
             (
                 " AND v.action <> 'c'",
@@ -217,11 +237,28 @@ impl Statements {
                  THEN LEAST(GREATEST(v.retry_at, t.created_at), t.created_at + $8::bigint * interval '1 microsecond') \
                  ELSE t.scheduled_at END, \
                locked_at = NULL, locked_by = NULL, updated_at = timezone('UTC', now()) \
-               FROM v WHERE {fence}{upd_guard} RETURNING t.*, v.action AS action), \
+               FROM v WHERE {fence}{upd_guard} RETURNING {dl_cols}, v.action AS action), \
              {del_cte}\
              dl AS ({dl_upd}) \
              SELECT id, action, status::text AS status FROM upd{del_union}"
         ));
+        // Every settlement completes (the relay's usual batch): the same row changes as
+        // `settle` makes for action 'c' (attempts, last_error and scheduled_at keep their
+        // values; a completed row is never dead-lettered), without the unused arrays.
+        let settle_complete = arc(if delete_mode {
+            format!(
+                "DELETE FROM {q} AS t USING UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, lease) \
+                 WHERE {fence_c} RETURNING t.id"
+            )
+        } else {
+            format!(
+                "UPDATE {q} AS t SET status = 'completed', \
+                   completed_at = GREATEST(now(), t.created_at, t.scheduled_at), \
+                   locked_at = NULL, locked_by = NULL, updated_at = timezone('UTC', now()) \
+                 FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, lease) \
+                 WHERE {fence_c} RETURNING t.id"
+            )
+        });
         let refresh = arc(format!(
             "UPDATE {q} AS t SET locked_at = now(), updated_at = timezone('UTC', now()) \
              FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, lease) \
@@ -286,6 +323,7 @@ impl Statements {
             try_lock,
             get,
             settle,
+            settle_complete,
             refresh,
             release_stale,
             delete_completed,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use crate::config::{CompletionMode, PgStoreConfig, TableNames, Tables};
 use crate::error::ResultExt;
-use crate::row::{PgEvent, PgQuery, bind_common};
+use crate::row::{PgEvent, PgQuery, bind_common, decode_rows};
 use crate::sql::Statements;
 
 /// The PostgreSQL outbox store.
@@ -128,7 +128,7 @@ impl<E: PgEvent> PgEventStore<E> {
     }
 
     fn decode(&self, rows: &[PgRow]) -> Result<Vec<E>, StoreError> {
-        rows.iter().map(|r| E::from_row(r, &self.limits)).collect()
+        decode_rows(rows, &self.limits)
     }
 
     fn bind_filters(
@@ -342,6 +342,53 @@ impl<E: PgEvent> PgEventStore<E> {
         self.persistent
     }
 
+    /// [`SettleEvents::settle`] when every settlement is [`Settle::Complete`]: the same
+    /// fenced row changes through a statement that binds only ids and leases. `seen` is
+    /// the empty duplicate-check set (with capacity).
+    async fn settle_complete(
+        &self,
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        settlements: &[Settlement],
+        mut seen: HashSet<Uuid>,
+    ) -> Result<SettleReport, StoreError> {
+        let n = settlements.len();
+        let (mut ids, mut leases) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for s in settlements {
+            if !seen.insert(s.id) {
+                return Err(StoreError::InvalidRequest(format!(
+                    "event {} appears twice in one settle call",
+                    s.id
+                )));
+            }
+            ids.push(s.id);
+            leases.push(s.lease);
+        }
+        let rows = self
+            .query_custom_plan(&self.sql.settle_complete)
+            .bind(ids)
+            .bind(leases)
+            .bind(worker.as_str().to_owned())
+            .fetch_all(&mut *conn)
+            .await
+            .op("settle")?;
+        let mut report = SettleReport::default();
+        report.completed.reserve(rows.len());
+        // `seen` now holds every id; what remains after removing the applied ones lost
+        // its lease.
+        for row in &rows {
+            let id: Uuid = row.try_get(0).op("settle")?;
+            seen.remove(&id);
+            report.completed.push(id);
+        }
+        report.lease_lost = settlements
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| seen.contains(id))
+            .collect();
+        Ok(report)
+    }
+
     /// `SET LOCAL statement_timeout` for the claim; returns the previous value.
     async fn set_timeout(&self, conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
         let Some(t) = self.claim_timeout else {
@@ -480,6 +527,12 @@ impl<E: PgEvent> SettleEvents for PgEventStore<E> {
             return Ok(report);
         }
         let mut seen = HashSet::with_capacity(settlements.len());
+        if settlements
+            .iter()
+            .all(|s| matches!(s.action, Settle::Complete))
+        {
+            return self.settle_complete(conn, worker, settlements, seen).await;
+        }
         let n = settlements.len();
         let (mut ids, mut leases, mut actions, mut errors, mut counted, mut retry) = (
             Vec::with_capacity(n),
@@ -540,12 +593,12 @@ impl<E: PgEvent> SettleEvents for PgEventStore<E> {
             .await
             .op("settle")?;
         let mut applied = HashSet::with_capacity(rows.len());
-        for row in rows {
-            let id: Uuid = row.try_get("id").op("settle")?;
-            let action: String = row.try_get("action").op("settle")?;
-            let status: String = row.try_get("status").op("settle")?;
+        for row in &rows {
+            let id: Uuid = row.try_get(0).op("settle")?;
+            let action: &str = row.try_get(1).op("settle")?;
+            let status: &str = row.try_get(2).op("settle")?;
             applied.insert(id);
-            match (action.as_str(), status.as_str()) {
+            match (action, status) {
                 ("c", _) => report.completed.push(id),
                 ("r", _) => report.released.push(id),
                 (_, "failed") => report.dead_lettered.push(id),
