@@ -8,6 +8,7 @@
 //! - `services`: check (and start, where installed) PostgreSQL, RabbitMQ and NATS.
 //! - `example <name>`: services, then `cargo run` the example.
 
+mod prereqs;
 mod services;
 mod tidy;
 
@@ -68,6 +69,7 @@ fn ci() -> Result<(), String> {
 }
 
 fn lint() -> Result<(), String> {
+    prereqs::ensure()?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
@@ -110,6 +112,7 @@ fn deny() -> Result<(), String> {
 }
 
 fn test(extra: &[String]) -> Result<(), String> {
+    prereqs::ensure()?;
     let env = services::ensure()?;
     if has_cargo_subcommand("nextest") {
         run(cargo()
@@ -135,12 +138,14 @@ fn test(extra: &[String]) -> Result<(), String> {
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {
+    prereqs::ensure()?;
     let env = services::ensure()?;
     run(cargo().args(["bench", "--workspace"]).args(extra).envs(env))
 }
 
 fn example(args: &[String]) -> Result<(), String> {
     let name = args.first().ok_or("usage: cargo xtask example <name>")?;
+    prereqs::ensure()?;
     let env = services::ensure()?;
     run(cargo()
         .args(["run", "-p", "omnibox-examples", "--example", name])
