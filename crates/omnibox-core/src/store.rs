@@ -361,6 +361,15 @@ pub trait InboxLookup: EventStore<Event = InboxEvent> {
         consumer_group: &str,
         exclude: Uuid,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// `true` when the store's unique index on `(message_id, consumer_group)` alone rules
+    /// out siblings: a freshly inserted ([`Inserted::New`]) event is then the only row with
+    /// its key, and callers may skip [`has_completed_sibling`](Self::has_completed_sibling)
+    /// for it. The default `false` is always safe (callers keep asking); a partitioned
+    /// table, whose unique index includes `created_at`, must answer `false`.
+    fn dedup_key_is_unique(&self) -> bool {
+        false
+    }
 }
 
 /// A message or event that will not be retried, kept with its error for an operator.

@@ -39,7 +39,39 @@ pub fn migrations(tables: &Tables) -> Vec<Migration> {
             sql: dead_letter_table(t),
         });
     }
+    // Appended after every earlier version, so the shipped files keep their numbers.
+    for t in [&tables.outbox, &tables.inbox] {
+        out.push(Migration {
+            table: t.table.as_str().to_owned(),
+            version: 3,
+            description: "extend the claim indexes with the claim's sort columns",
+            sql: claim_indexes_v3(t),
+        });
+    }
     out
+}
+
+/// Version 3: the claim orders by `(scheduled_at, created_at, id)` and the outbox's per-key
+/// check compares `(created_at, id)`; the v1 indexes stop at `scheduled_at` and
+/// `created_at`. Same names and predicates as v1 (what omni-box looks for), more columns.
+fn claim_indexes_v3(t: &TableNames) -> String {
+    let q = &t.qualified;
+    let schema = t.qualified.split('.').next().unwrap_or("\"public\"");
+    let fetch = t.object("idx", "pending_fetch");
+    let mut sql = format!(
+        "DROP INDEX IF EXISTS {schema}.{fetch};
+CREATE INDEX {fetch} ON {q} (scheduled_at, created_at, id) WHERE status = 'pending' AND locked_at IS NULL AND attempts_made < max_attempts;
+"
+    );
+    if t.outbox {
+        let order = t.object("idx", "pending_key_order");
+        sql.push_str(&format!(
+            "DROP INDEX IF EXISTS {schema}.{order};
+CREATE INDEX {order} ON {q} (topic, partition_key, created_at, id) WHERE status = 'pending';
+"
+        ));
+    }
+    sql
 }
 
 fn event_table(t: &TableNames) -> String {

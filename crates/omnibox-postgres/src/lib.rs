@@ -37,13 +37,38 @@
 //! `migrations/` for users of another migration tool ([`migration_sql`] renders it for any
 //! configured names). The default tables are column-compatible with the Python omni-box
 //! 0.3.1 models (same types, check constraints and indexes), so a Python service and a Rust
-//! service can share them; the dead-letter tables are additive. Schema and table names are
+//! service can share them; the dead-letter tables are additive (see *Index differences*
+//! below for the one deliberate deviation). Schema and table names are
 //! validated identifiers: `x; DROP TABLE y` is [`StoreError::InvalidIdentifier`], never SQL.
 //!
 //! With [`PgStoreConfig::partitioned`] the tables are `PARTITION BY RANGE (created_at)`
 //! (primary key and unique indexes extended with `created_at`); dedup across partitions is
 //! kept by the reference's transaction-scoped advisory lock on the key. [`partition::maintain`]
 //! creates upcoming partitions and drops expired ones.
+//!
+//! ## Index differences from omni-box 0.3.1 (migration version 3)
+//!
+//! Version 3 of each event table redefines two claim indexes under the reference's names
+//! and with the reference's `WHERE` predicates, with more columns:
+//!
+//! | index | omni-box 0.3.1 / our v1 | v3 |
+//! |---|---|---|
+//! | `idx_<prefix>_pending_fetch` (outbox and inbox) | `(scheduled_at)` | `(scheduled_at, created_at, id)` |
+//! | `idx_<prefix>_pending_key_order` (outbox) | `(topic, partition_key, created_at)` | `(topic, partition_key, created_at, id)` |
+//!
+//! The claim orders by `(scheduled_at, created_at, id)` and the per-key check compares
+//! `(created_at, id)`: with the full key in the index the claim walks the index and stops at
+//! its limit even on a table that was never analyzed (a fresh table after a burst, or
+//! autovacuum off), instead of reading, checking and sorting every pending row. omni-box
+//! only needs indexes of these names and predicates to exist, so it runs unchanged on v3
+//! tables (its own queries use a prefix of the new columns). v3 is `DROP INDEX IF EXISTS`
+//! plus `CREATE INDEX` in [`migrate`]'s transaction: the table is write-locked while the
+//! indexes build, which on a large table can take a while. To avoid that, apply v3 by hand
+//! first: `CREATE INDEX CONCURRENTLY` each new definition under a temporary name,
+//! `DROP INDEX CONCURRENTLY` the old one, `ALTER INDEX … RENAME` the new one to the old
+//! name, then record `(table_name, 3, description)` in `<schema>.omnibox_migrations` so
+//! `migrate` skips it. (Plain tables only: a partitioned table's index cannot be built
+//! concurrently.)
 //!
 //! # Claiming
 //!

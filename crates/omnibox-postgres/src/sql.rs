@@ -165,6 +165,10 @@ impl Statements {
             EventKind::Inbox => String::new(),
         };
         let ttl = "($3::bigint * interval '1 microsecond')";
+        // Expired leases are found through the `locked_at` index. Their status test is
+        // spelled `COLLATE "C"` (the same equality) so it does not match the predicate of
+        // the `status = 'pending'` partial indexes: without statistics (a table never
+        // analyzed) the planner otherwise ANDs in a bitmap of the whole pending backlog.
         let dl_upd = dead_letter_from(t, kind, route, "upd");
         let claim = arc(format!(
             "WITH fresh AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
@@ -172,7 +176,7 @@ impl Statements {
                AND r.scheduled_at <= now() {filters} {order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
-               WHERE r.locked_at IS NOT NULL AND r.locked_at < now() - {ttl} AND r.status = 'pending' \
+               WHERE r.locked_at IS NOT NULL AND r.locked_at < now() - {ttl} AND r.status = 'pending' COLLATE \"C\" \
                AND r.attempts_made < r.max_attempts AND r.scheduled_at <= now() {filters} {order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              cand AS (SELECT * FROM fresh UNION ALL SELECT * FROM expired ORDER BY scheduled_at, created_at, id LIMIT $2), \

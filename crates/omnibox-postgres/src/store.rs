@@ -56,6 +56,10 @@ impl<E> Clone for PgEventStore<E> {
     }
 }
 
+/// Largest settle batch that runs through the cached prepared statement; bigger batches
+/// are planned with their actual arrays (a cached generic plan was quadratic at 500 rows).
+pub(crate) const SMALL_UNNEST_BATCH: usize = 16;
+
 fn micros(d: TimeDelta) -> i64 {
     d.num_microseconds().unwrap_or(i64::MAX)
 }
@@ -125,6 +129,19 @@ impl<E: PgEvent> PgEventStore<E> {
     /// (which assumes 10 array elements) can degrade to a quadratic nested loop.
     pub(crate) fn query_custom_plan(&self, sql: &Arc<str>) -> PgQuery<'static> {
         sqlx::query(AssertSqlSafe(sql.clone())).persistent(false)
+    }
+
+    /// The statement for an `UNNEST` of `n` bound elements: up to
+    /// [`SMALL_UNNEST_BATCH`] the normally cached prepared statement (its generic plan
+    /// assumes about 10 elements, right for small batches, and it saves the parse and plan
+    /// on every call: the inbox settles one event per transaction); above that a fresh
+    /// plan per call ([`Self::query_custom_plan`]).
+    pub(crate) fn query_for_batch(&self, sql: &Arc<str>, n: usize) -> PgQuery<'static> {
+        if n <= SMALL_UNNEST_BATCH {
+            self.query(sql)
+        } else {
+            self.query_custom_plan(sql)
+        }
     }
 
     fn decode(&self, rows: &[PgRow]) -> Result<Vec<E>, StoreError> {
@@ -365,7 +382,7 @@ impl<E: PgEvent> PgEventStore<E> {
             leases.push(s.lease);
         }
         let rows = self
-            .query_custom_plan(&self.sql.settle_complete)
+            .query_for_batch(&self.sql.settle_complete, n)
             .bind(ids)
             .bind(leases)
             .bind(worker.as_str().to_owned())
@@ -580,7 +597,7 @@ impl<E: PgEvent> SettleEvents for PgEventStore<E> {
             }
         }
         let rows = self
-            .query_custom_plan(&self.sql.settle)
+            .query_for_batch(&self.sql.settle, n)
             .bind(ids)
             .bind(leases)
             .bind(actions)
@@ -723,8 +740,8 @@ impl InboxLookup for PgEventStore<InboxEvent> {
         consumer_group: &str,
         exclude: Uuid,
     ) -> Result<bool, StoreError> {
-        // Always asked (unlike the reference's shortcut for plain tables): the caller's
-        // `exclude` need not be the stored row, and the dedup index makes this cheap.
+        // Answered on plain tables too (the caller's `exclude` need not be the stored row);
+        // callers that just inserted the row skip it there (`dedup_key_is_unique`).
         let row = self
             .query(&self.sql.sibling)
             .bind(message_id.to_owned())
@@ -734,6 +751,12 @@ impl InboxLookup for PgEventStore<InboxEvent> {
             .await
             .op("has_completed_sibling")?;
         Ok(row.is_some())
+    }
+
+    /// `true` for plain tables (unique index on `(message_id, consumer_group)`); `false`
+    /// for partitioned ones, whose unique index includes `created_at`.
+    fn dedup_key_is_unique(&self) -> bool {
+        !self.partition_scoped()
     }
 }
 

@@ -394,3 +394,209 @@ async fn delete_mode_deletes_completions_on_both_settle_paths() {
     let s = stored(&db, got[1].id()).await;
     assert_eq!((s.status.as_str(), s.attempts_made), ("pending", 1));
 }
+
+/// What one settlement of kind `i % 6` must leave behind, whatever the batch size.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    reported: &'static str,
+    status: String,
+    attempts_made: i32,
+    last_error: Option<String>,
+    locked: bool,
+    rescheduled: bool,
+    dead_letters: i64,
+}
+
+/// Settle `n` freshly claimed events with a mix of every action (and a stale lease) in one
+/// call, on `conn`, and return each event's outcome in input order.
+async fn mixed_settle(
+    db: &TestDb,
+    store: &PgOutboxStore,
+    conn: &mut sqlx::PgConnection,
+    n: usize,
+) -> Vec<Outcome> {
+    let retry_at = Utc::now() + TimeDelta::minutes(5);
+    // A topic of its own, so earlier calls' retrying and released events stay out.
+    let topic = format!("t{}", Uuid::new_v4().simple());
+    let events: Vec<OutboxEvent> = (0..n)
+        .map(|i| {
+            let at = Utc::now() - TimeDelta::seconds(10) + TimeDelta::milliseconds(i as i64);
+            let b = OutboxEvent::builder("o", Uuid::now_v7(), "e", topic.as_str(), format!("k{i}"))
+                .payload(serde_json::json!({ "i": i }))
+                .created_at(at)
+                .scheduled_at(at);
+            // Kind 5 has one attempt only: its counted failure is dead-lettered.
+            if i % 6 == 5 { b.max_attempts(1) } else { b }
+                .build()
+                .unwrap()
+        })
+        .collect();
+    store.insert_many(&mut *conn, &events).await.unwrap();
+    let w = worker("w");
+    let req = ClaimRequest::new(w.clone(), n as u32).filters(Filters::none().topics([&topic]));
+    let got = store.claim(&mut *conn, &req).await.unwrap();
+    assert_eq!(got.len(), n);
+    let by_id = |id: Uuid| got.iter().find(|e| e.id() == id).unwrap();
+    let settlements: Vec<Settlement> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let e = by_id(e.id());
+            match i % 6 {
+                0 => settlement(e, Settle::Complete),
+                1 => settlement(e, fail("counted")),
+                2 => settlement(
+                    e,
+                    Settle::Fail {
+                        error: "not counted".into(),
+                        counted: false,
+                        retry_at: Some(retry_at),
+                    },
+                ),
+                3 => settlement(e, Settle::Release),
+                4 => Settlement {
+                    id: e.id(),
+                    lease: e.common().locked_at.unwrap() - TimeDelta::milliseconds(1),
+                    action: Settle::Complete,
+                },
+                _ => settlement(e, fail("last")),
+            }
+        })
+        .collect();
+    let r = store.settle(&mut *conn, &w, &settlements).await.unwrap();
+    let mut out = Vec::with_capacity(n);
+    for e in &events {
+        let id = e.id();
+        let reported = [
+            ("completed", &r.completed),
+            ("retrying", &r.retrying),
+            ("released", &r.released),
+            ("dead_lettered", &r.dead_lettered),
+            ("lease_lost", &r.lease_lost),
+        ]
+        .into_iter()
+        .filter(|(_, ids)| ids.contains(&id))
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>();
+        assert_eq!(reported.len(), 1, "{id} reported {reported:?}");
+        let s = stored(db, id).await;
+        let dead_letters: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{}\".outbox_events_dead_letters WHERE event_id = $1",
+            db.schema
+        )))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+        out.push(Outcome {
+            reported: reported[0],
+            status: s.status,
+            attempts_made: s.attempts_made,
+            last_error: s.last_error,
+            locked: s.locked_at.is_some() || s.locked_by.is_some(),
+            rescheduled: s.scheduled_at != e.common().scheduled_at,
+            dead_letters,
+        });
+    }
+    out
+}
+
+/// Whether a statement containing `fragment` is prepared on `conn`.
+async fn prepared(conn: &mut sqlx::PgConnection, fragment: &str) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_prepared_statements WHERE strpos(statement, $1) > 0)",
+    )
+    .persistent(false)
+    .bind(fragment)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn small_settles_use_the_cached_statement_and_behave_like_large_ones() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    // Exercise the generic plan a cached statement ends up with.
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let settle_sql = "$3::text[], $4::text[], $5::bool[]";
+    let complete_sql = "SET status = 'completed', completed_at";
+
+    // Large batches first: planned per call, never left prepared.
+    let large = mixed_settle(&db, &store, &mut conn, 17).await;
+    let larger = mixed_settle(&db, &store, &mut conn, 60).await;
+    assert!(!prepared(&mut conn, settle_sql).await);
+    // Then small ones, repeated past the point where PostgreSQL switches to a generic plan.
+    let mut small = Vec::new();
+    for _ in 0..7 {
+        small.push(mixed_settle(&db, &store, &mut conn, 6).await);
+    }
+    assert!(prepared(&mut conn, settle_sql).await);
+    let boundary = mixed_settle(&db, &store, &mut conn, 16).await;
+
+    let kind = |i: usize| i % 6;
+    let reference: Vec<&Outcome> = (0..6).map(|k| &large[k]).collect();
+    assert_eq!(reference[0].reported, "completed");
+    assert_eq!(reference[1].reported, "retrying");
+    assert_eq!(reference[2].reported, "retrying");
+    assert!(reference[2].rescheduled && reference[2].attempts_made == 0);
+    assert_eq!(reference[3].reported, "released");
+    assert_eq!(reference[4].reported, "lease_lost");
+    assert!(reference[4].locked);
+    assert_eq!(reference[5].reported, "dead_lettered");
+    assert_eq!(
+        (reference[5].status.as_str(), reference[5].dead_letters),
+        ("failed", 1)
+    );
+    for (name, run) in std::iter::once(("17", &large))
+        .chain(std::iter::once(("60", &larger)))
+        .chain(std::iter::once(("16", &boundary)))
+        .chain(small.iter().map(|s| ("6", s)))
+    {
+        for (i, o) in run.iter().enumerate() {
+            assert_eq!(o, reference[kind(i)], "batch of {name}, settlement {i}");
+        }
+    }
+
+    // The all-complete statement: same split, same result.
+    let all_complete = |n: usize| {
+        let (db, store) = (&db, &store);
+        async move {
+            let mut conn = db.pool.acquire().await.unwrap();
+            let topic = format!("c{}", Uuid::new_v4().simple());
+            let events: Vec<_> = (0..n)
+                .map(|i| outbox_at(&topic, &format!("c{i}"), i as i64))
+                .collect();
+            store.insert_many(&mut conn, &events).await.unwrap();
+            let w = worker("w");
+            let req =
+                ClaimRequest::new(w.clone(), n as u32).filters(Filters::none().topics([&topic]));
+            let got = store.claim(&mut conn, &req).await.unwrap();
+            assert_eq!(got.len(), n);
+            let s: Vec<_> = got
+                .iter()
+                .map(|e| settlement(e, Settle::Complete))
+                .collect();
+            let r = store.settle(&mut conn, &w, &s).await.unwrap();
+            let now_prepared = prepared(&mut conn, complete_sql).await;
+            let mut ids: Vec<_> = events.iter().map(|e| e.id()).collect();
+            let mut done = r.completed.clone();
+            ids.sort();
+            done.sort();
+            assert_eq!(done, ids);
+            assert!(r.lease_lost.is_empty());
+            for id in ids {
+                assert_eq!(stored(db, id).await.status, "completed");
+            }
+            now_prepared
+        }
+    };
+    // No connection has run the all-complete statement yet: the large call leaves it
+    // unprepared, the small one prepares it.
+    assert!(!all_complete(40).await);
+    assert!(all_complete(1).await);
+}

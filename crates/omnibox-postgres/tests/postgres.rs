@@ -48,7 +48,21 @@ async fn migrate_is_idempotent_and_keeps_its_own_history() {
     let db = TestDb::new().await;
     let cfg = db.config();
     let first = migrate(&db.pool, &cfg).await.unwrap();
-    assert_eq!(first.len(), 4);
+    let versions: Vec<_> = first
+        .iter()
+        .map(|m| (m.table.as_str(), m.version))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("outbox_events", 1),
+            ("outbox_events", 2),
+            ("inbox_events", 1),
+            ("inbox_events", 2),
+            ("outbox_events", 3),
+            ("inbox_events", 3),
+        ]
+    );
     assert!(migrate(&db.pool, &cfg).await.unwrap().is_empty());
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
@@ -83,6 +97,94 @@ async fn hostile_names_are_typed_errors_not_sql() {
         PgOutboxStore::new(&cfg),
         Err(StoreError::InvalidIdentifier { .. })
     ));
+}
+
+/// `(index name, definition)` of the claim indexes in `schema`.
+async fn claim_indexes(pool: &sqlx::PgPool, schema: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = $1 \
+         AND (indexname LIKE '%pending_fetch' OR indexname LIKE '%pending_key_order') ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn migrate_upgrades_a_v2_database_to_v3_claim_indexes_under_the_same_names() {
+    for partitioned in [false, true] {
+        let db = TestDb::new().await;
+        let cfg = db.config().partitioned(partitioned);
+        // Reproduce a database migrated by the previous release: v1 and v2 only, with
+        // their history rows.
+        let all = migration_sql(&cfg).unwrap();
+        let hist = format!("\"{}\".omnibox_migrations", db.schema);
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE {hist} (table_name VARCHAR(63) NOT NULL, version INTEGER NOT NULL, \
+             description TEXT NOT NULL, applied_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT now(), \
+             PRIMARY KEY (table_name, version))"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        for m in all.iter().filter(|m| m.version < 3) {
+            sqlx::raw_sql(AssertSqlSafe(m.sql.clone()))
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {hist} (table_name, version, description) VALUES ($1, $2, $3)"
+            )))
+            .bind(&m.table)
+            .bind(m.version)
+            .bind(m.description)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        }
+        let before = claim_indexes(&db.pool, &db.schema).await;
+        assert!(
+            before.iter().all(|(_, def)| !def.contains(", id)")),
+            "{before:?}"
+        );
+        // Rows written before the upgrade stay claimable in order through the new indexes.
+        let store = PgOutboxStore::new(&cfg).unwrap();
+        let mut conn = db.pool.acquire().await.unwrap();
+        let events: Vec<_> = (0..3).map(|n| outbox_at("t", "k", n)).collect();
+        store.insert_many(&mut conn, &events).await.unwrap();
+
+        let applied = migrate(&db.pool, &cfg).await.unwrap();
+        let versions: Vec<_> = applied.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [3, 3], "partitioned={partitioned}");
+        assert!(migrate(&db.pool, &cfg).await.unwrap().is_empty());
+
+        let after = claim_indexes(&db.pool, &db.schema).await;
+        let names = |v: &[(String, String)]| v.iter().map(|i| i.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&before), names(&after), "same index names");
+        assert_eq!(after.len(), 3, "{after:?}");
+        for (name, def) in &after {
+            let cols = if name.ends_with("pending_key_order") {
+                "(topic, partition_key, created_at, id) WHERE ((status)::text = 'pending'::text)"
+            } else {
+                "(scheduled_at, created_at, id) WHERE (((status)::text = 'pending'::text) \
+                 AND (locked_at IS NULL) AND (attempts_made < max_attempts))"
+            };
+            assert!(def.ends_with(cols), "{name}: {def}");
+        }
+        let req = ClaimRequest::new(worker("w"), 10);
+        let claimed = store.claim(&mut conn, &req).await.unwrap();
+        assert_eq!(claimed.len(), 1, "only the head of the key's line");
+        assert_eq!(claimed[0].id(), events[0].id());
+    }
+}
+
+#[test]
+fn only_plain_inbox_tables_rule_out_siblings_by_their_unique_index() {
+    let plain = PgInboxStore::new(&PgStoreConfig::new()).unwrap();
+    let partitioned = PgInboxStore::new(&PgStoreConfig::new().partitioned(true)).unwrap();
+    assert!(plain.dedup_key_is_unique());
+    assert!(!partitioned.dedup_key_is_unique());
 }
 
 #[test]
@@ -625,6 +727,105 @@ async fn claim_plan_uses_the_pending_index_and_its_cost_stays_flat() {
     // A scan would grow ~1000x from 1k to 1M rows; index probes grow with the tree depth only.
     assert!(c1m < c1k * 8.0, "claim cost not flat: {costs:?}");
     assert!(c1m < c100k * 1.5, "claim cost not flat: {costs:?}");
+}
+
+/// Rows (and index entries) the plan's scans of `table` read: per scan node, (rows
+/// returned + rows removed by filters) x loops, summed over the tree. Bitmap index scans
+/// name only their index, whose name contains the table's.
+fn rows_read(node: &serde_json::Value, table: &str) -> f64 {
+    let mut total = 0.0;
+    let on_table = node["Relation Name"].as_str() == Some(table)
+        || (node["Node Type"].as_str() == Some("Bitmap Index Scan")
+            && node["Index Name"]
+                .as_str()
+                .is_some_and(|i| i.contains(table)));
+    if on_table {
+        let f = |k: &str| node[k].as_f64().unwrap_or(0.0);
+        total +=
+            (f("Actual Rows") + f("Rows Removed by Filter") + f("Rows Removed by Index Recheck"))
+                * f("Actual Loops").max(1.0);
+    }
+    if let Some(children) = node["Plans"].as_array() {
+        total += children.iter().map(|c| rows_read(c, table)).sum::<f64>();
+    }
+    total
+}
+
+#[tokio::test]
+async fn claim_on_a_never_analyzed_table_reads_far_fewer_rows_than_the_backlog() {
+    const BACKLOG: i64 = 20_000;
+    let (db, cfg) = TestDb::migrated(false).await;
+    for outbox in [true, false] {
+        let name = if outbox {
+            "outbox_events"
+        } else {
+            "inbox_events"
+        };
+        let table = format!("\"{}\".{name}", db.schema);
+        // Keep autovacuum from analyzing the table behind the test's back.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let (kind_cols, kind_vals) = if outbox {
+            (
+                "aggregate_type, aggregate_id, topic, partition_key",
+                "'o', gen_random_uuid(), 't', 'k' || (g % 5000)",
+            )
+        } else {
+            ("message_id, consumer_group, source", "'m' || g, 'g', 's'")
+        };
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, {kind_cols}) \
+             SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
+             now() - interval '1 hour' + g * interval '1 ms', {kind_vals} FROM generate_series(1, {BACKLOG}) g"
+        )))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let analyzed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT GREATEST(last_analyze, last_autoanalyze) FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname = $2",
+        )
+        .bind(&db.schema)
+        .bind(name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(analyzed.is_none(), "{name} was analyzed");
+        let claim_sql = if outbox {
+            PgOutboxStore::new(&cfg).unwrap().claim_sql().to_owned()
+        } else {
+            PgInboxStore::new(&cfg).unwrap().claim_sql().to_owned()
+        };
+        // EXPLAIN ANALYZE runs the claim: do it in a transaction that is rolled back.
+        let mut tx = db.pool.begin().await.unwrap();
+        let q = sqlx::query_scalar(AssertSqlSafe(format!(
+            "EXPLAIN (ANALYZE, FORMAT JSON) {claim_sql}"
+        )))
+        .bind("w")
+        .bind(50_i64)
+        .bind(300_000_000_i64)
+        .bind(Vec::<String>::new())
+        .bind(Vec::<String>::new());
+        let q = if outbox {
+            q.bind(Vec::<String>::new())
+        } else {
+            q
+        };
+        let plan: serde_json::Value = q.fetch_one(&mut *tx).await.unwrap();
+        tx.rollback().await.unwrap();
+        let root = &plan[0]["Plan"];
+        let read = rows_read(root, name);
+        println!("{name}: claim read {read} rows of a {BACKLOG}-row never-analyzed backlog");
+        assert_eq!(root["Actual Rows"].as_f64(), Some(50.0), "{plan}");
+        assert!(
+            read < (BACKLOG / 20) as f64,
+            "{name}: the claim read {read} rows of {BACKLOG}: {plan}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -677,6 +677,8 @@ where
     ) -> Result<Result<InboxEvent, InboxEvent>, StoreError> {
         match self.store.insert(conn, event).await? {
             Inserted::Duplicate(row) => Ok(Ok(row)),
+            // A unique dedup index means a new row is the only one with its key.
+            Inserted::New(row) if self.store.dedup_key_is_unique() => Ok(Ok(row)),
             Inserted::New(row) => {
                 let sibling = self
                     .store

@@ -65,4 +65,9 @@ impl InboxLookup for MemoryInboxStore {
             })
             .await)
     }
+
+    /// The table is not partitioned: inserts dedup on `(message_id, consumer_group)`.
+    fn dedup_key_is_unique(&self) -> bool {
+        true
+    }
 }

@@ -334,3 +334,39 @@ async fn a_huge_backoff_saturates_instead_of_panicking() {
         "retry deferred"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_sibling_query_is_skipped_when_the_dedup_key_is_unique() {
+    use crate::store::InboxLookup;
+    assert!(crate::memory::MemoryInboxStore::default().dedup_key_is_unique());
+    for unique in [false, true] {
+        let h = Harness::new();
+        h.store.set_dedup_key_unique(unique);
+        for i in 0..3 {
+            h.push(&format!("m-{i}"));
+        }
+        h.push("m-0"); // a redelivery: a duplicate insert never asks either way
+        let mut runner = h
+            .builder(AckStrategy::ExactlyOnceInbox, "runner-1")
+            .handler(Scripted::new(Script::Complete))
+            .build()
+            .unwrap();
+        for _ in 0..4 {
+            tokio::time::timeout(WAIT, runner.process_one())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let asked = h
+            .store
+            .sibling_calls
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(asked, if unique { 0 } else { 3 }, "unique={unique}");
+        for i in 0..3 {
+            let id = format!("m-{i}");
+            assert_eq!(status(&h.row(&id).await), Some(EventStatus::Completed));
+            assert_eq!(h.effect(&id).await, 1, "unique={unique}");
+        }
+        assert_eq!(h.acked(), 4);
+    }
+}

@@ -2,7 +2,7 @@
 //! the memory inbox store, and a scripted handler.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{TimeDelta, TimeZone, Utc};
@@ -32,12 +32,21 @@ pub(super) struct FlakyStore {
     pub(super) inner: MemoryInboxStore,
     fail_inserts: Arc<AtomicUsize>,
     fail_dead_letters: Arc<AtomicUsize>,
+    /// What `dedup_key_is_unique` answers (default `false`: the runner asks for siblings).
+    dedup_key_unique: Arc<AtomicBool>,
+    /// How many times `has_completed_sibling` was asked.
+    pub(super) sibling_calls: Arc<AtomicUsize>,
 }
 
 impl FlakyStore {
     /// Make the next `n` inserts fail with a (transient) connection error.
     pub(super) fn fail_next_inserts(&self, n: usize) {
         self.fail_inserts.store(n, Ordering::SeqCst);
+    }
+
+    /// Set what `dedup_key_is_unique` answers.
+    pub(super) fn set_dedup_key_unique(&self, unique: bool) {
+        self.dedup_key_unique.store(unique, Ordering::SeqCst);
     }
 
     /// Make the next `n` dead-letter writes fail.
@@ -133,9 +142,14 @@ impl InboxLookup for FlakyStore {
         consumer_group: &str,
         exclude: Uuid,
     ) -> Result<bool, StoreError> {
+        self.sibling_calls.fetch_add(1, Ordering::SeqCst);
         self.inner
             .has_completed_sibling(conn, message_id, consumer_group, exclude)
             .await
+    }
+
+    fn dedup_key_is_unique(&self) -> bool {
+        self.dedup_key_unique.load(Ordering::SeqCst)
     }
 }
 
