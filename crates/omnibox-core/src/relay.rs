@@ -269,16 +269,6 @@ where
         self.lease_ttl
     }
 
-    /// The longest one batch can keep its leases while publishing: `publish_timeout ×
-    /// ceil(batch_size / publish_concurrency)` (each publish is cut off at the timeout, and
-    /// a timeout stops the batch).
-    pub fn worst_case_publish_time(&self) -> Duration {
-        let rounds =
-            u32::try_from((self.batch_size as usize).div_ceil(self.publish_concurrency.max(1)))
-                .unwrap_or(u32::MAX);
-        self.publish_timeout.saturating_mul(rounds)
-    }
-
     /// Publish one batch without holding a transaction while the broker is called: the
     /// claim commits in one short transaction, the results in another, fenced by the
     /// leases (a relay whose lease expired meanwhile cannot overwrite the new owner).
