@@ -51,7 +51,9 @@ impl<S: InboxLookup> Step<InboxEvent, S::Conn> for SiblingDedupStep<S> {
         event: &InboxEvent,
         ctx: &mut BatchCtx<'_, InboxEvent, S::Conn>,
     ) -> StepResult {
-        if !self.enabled {
+        // A store whose unique index on `(message_id, consumer_group)` rules out siblings
+        // (plain tables) needs no query.
+        if !self.enabled || self.store.dedup_key_is_unique() {
             return StepResult::Continue;
         }
         let id = event.id();
@@ -167,6 +169,47 @@ mod tests {
         );
         assert_eq!(v[1], Verdict::Completed);
         assert_eq!(failed(&v[2]).1, FailureKind::Transient);
+    }
+
+    /// Claims its dedup key is unique and fails every lookup: the step must not ask.
+    struct UniqueKey;
+    impl EventStore for UniqueKey {
+        type Event = InboxEvent;
+        type Conn = ();
+    }
+    impl InboxLookup for UniqueKey {
+        async fn find_message(
+            &self,
+            _c: &mut (),
+            _m: &str,
+            _g: &str,
+        ) -> Result<Option<InboxEvent>, StoreError> {
+            Ok(None)
+        }
+        async fn has_completed_sibling(
+            &self,
+            _c: &mut (),
+            _m: &str,
+            _g: &str,
+            _exclude: Uuid,
+        ) -> Result<bool, StoreError> {
+            Err(StoreError::InvalidRequest(
+                "asked a store whose key is unique".into(),
+            ))
+        }
+        fn dedup_key_is_unique(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_unique_dedup_key_needs_no_sibling_query() {
+        let fx = Fixture::new();
+        let step = SiblingDedupStep::new(UniqueKey);
+        let mut conn = ();
+        let mut ctx = fx.ctx(Some(&mut conn));
+        let v = drive(&[&step, &Handle], &[inbox("m")], &mut ctx).await;
+        assert_eq!(v[0], Verdict::Completed);
     }
 
     #[tokio::test]
