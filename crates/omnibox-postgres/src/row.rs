@@ -214,6 +214,67 @@ fn common_from_row(row: &PgRow, l: &Layout, blank: &Blank) -> Result<EventCommon
     Ok(c)
 }
 
+/// The limits a store reads rows with: its own limits without the write-side policies.
+///
+/// Validation on the way in protects producers and brokers from what a writer should not
+/// send; the reader's job is to hand on what the table already holds. So a row is read with
+/// the header count and length caps and the schedule window lifted (a writer with wider
+/// limits, such as a 600-character header against the default 512, or an omni-box writer
+/// configured differently, wrote it legitimately, and refusing it would wedge its key).
+/// What still rejects a row is what makes it truly unusable: a payload that is not a JSON
+/// object, a header value that is not a string or holds control characters, a blank topic
+/// or key, an unknown status, or inconsistent attempt and lease columns. The payload size
+/// is never re-checked on reads.
+pub(crate) fn read_limits(limits: &Limits) -> Limits {
+    let mut read = limits.clone();
+    read.headers_max_count = usize::MAX;
+    read.header_key_max_len = usize::MAX;
+    read.header_value_max_len = usize::MAX;
+    read.schedule_skew = chrono::TimeDelta::MAX;
+    read.schedule_max_future = chrono::TimeDelta::MAX;
+    read
+}
+
+/// A row of a result set that does not form a valid event.
+#[derive(Debug)]
+pub(crate) struct Undecodable {
+    /// The row's id.
+    pub id: Uuid,
+    /// Its lease token (`locked_at`), when it has one.
+    pub lease: Option<DateTime<Utc>>,
+    /// Why it cannot be decoded ([`StoreError::InvalidRow`]).
+    pub error: StoreError,
+}
+
+/// Decode every row of one result set on its own: rows whose data violates an event rule
+/// ([`StoreError::InvalidRow`]) are returned apart, in result order, so that one bad row
+/// does not fail the others. Any other error (a missing column, a column of the wrong
+/// type: the table, not a row, is wrong) fails the whole result set.
+pub(crate) fn decode_each<E: PgEvent>(
+    rows: &[PgRow],
+    limits: &Limits,
+) -> Result<(Vec<E>, Vec<Undecodable>), StoreError> {
+    let Some(first) = rows.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let layout = Layout::resolve::<E>(first)?;
+    let blank = Blank::new();
+    let mut good = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match E::decode(row, &layout, &blank, limits) {
+            Ok(e) => good.push(e),
+            Err(error @ StoreError::InvalidRow { .. }) => bad.push(Undecodable {
+                id: layout.get(row, ID)?,
+                lease: layout.get(row, LOCKED_AT)?,
+                error,
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((good, bad))
+}
+
 /// Decode every row of one result set.
 pub(crate) fn decode_rows<E: PgEvent>(
     rows: &[PgRow],

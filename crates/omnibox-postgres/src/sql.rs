@@ -25,6 +25,7 @@ pub(crate) struct Statements {
     pub get: Arc<str>,
     pub settle: Arc<str>,
     pub settle_complete: Arc<str>,
+    pub fail_undecodable: Arc<str>,
     pub refresh: Arc<str>,
     pub release_stale: Arc<str>,
     pub delete_completed: Arc<str>,
@@ -263,6 +264,18 @@ impl Statements {
                  WHERE {fence_c} RETURNING t.id"
             )
         });
+        // A claimed row that cannot be decoded: failed terminally (its budget spent) and
+        // dead-lettered with the decode error, fenced by the lease the claim just wrote.
+        let fail_undecodable = arc(format!(
+            "WITH v AS (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[]) AS v(id, lease, error)), \
+             upd AS (UPDATE {q} AS t SET status = 'failed', attempts_made = GREATEST(t.attempts_made, t.max_attempts), \
+               last_error = v.error, completed_at = NULL, locked_at = NULL, locked_by = NULL, \
+               updated_at = timezone('UTC', now()) \
+               FROM v WHERE t.id = v.id AND t.status = 'pending' AND t.locked_by = $4 \
+               AND t.locked_at IS NOT DISTINCT FROM v.lease RETURNING {dl_cols}), \
+             dl AS ({dl_upd}) \
+             SELECT id FROM upd"
+        ));
         let refresh = arc(format!(
             "UPDATE {q} AS t SET locked_at = now(), updated_at = timezone('UTC', now()) \
              FROM UNNEST($1::uuid[], $2::timestamptz[]) AS v(id, lease) \
@@ -328,6 +341,7 @@ impl Statements {
             get,
             settle,
             settle_complete,
+            fail_undecodable,
             refresh,
             release_stale,
             delete_completed,

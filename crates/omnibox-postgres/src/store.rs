@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use crate::config::{CompletionMode, PgStoreConfig, TableNames, Tables};
 use crate::error::ResultExt;
-use crate::row::{PgEvent, PgQuery, bind_common, decode_rows};
+use crate::row::{
+    PgEvent, PgQuery, Undecodable, bind_common, decode_each, decode_rows, read_limits,
+};
 use crate::sql::Statements;
 
 /// The PostgreSQL outbox store.
@@ -36,6 +38,8 @@ pub struct PgEventStore<E> {
     tables: Arc<Tables>,
     sql: Arc<Statements>,
     limits: Limits,
+    /// `limits` without the write-side policies: what rows are read with.
+    read_limits: Limits,
     claim_timeout: Option<Duration>,
     persistent: bool,
     completion: CompletionMode,
@@ -48,6 +52,7 @@ impl<E> Clone for PgEventStore<E> {
             tables: self.tables.clone(),
             sql: self.sql.clone(),
             limits: self.limits.clone(),
+            read_limits: self.read_limits.clone(),
             claim_timeout: self.claim_timeout,
             persistent: self.persistent,
             completion: self.completion,
@@ -59,6 +64,9 @@ impl<E> Clone for PgEventStore<E> {
 /// Largest settle batch that runs through the cached prepared statement; bigger batches
 /// are planned with their actual arrays (a cached generic plan was quadratic at 500 rows).
 pub(crate) const SMALL_UNNEST_BATCH: usize = 16;
+
+/// How many times one claim call claims again when every row it got was undecodable.
+const MAX_UNDECODABLE_ROUNDS: usize = 4;
 
 fn micros(d: TimeDelta) -> i64 {
     d.num_microseconds().unwrap_or(i64::MAX)
@@ -94,6 +102,7 @@ impl<E: PgEvent> PgEventStore<E> {
             tables: Arc::new(tables),
             sql: Arc::new(sql),
             limits: config.limits.clone(),
+            read_limits: read_limits(&config.limits),
             claim_timeout: config.claim_timeout,
             persistent: !config.pgbouncer,
             completion: config.completion,
@@ -145,7 +154,35 @@ impl<E: PgEvent> PgEventStore<E> {
     }
 
     fn decode(&self, rows: &[PgRow]) -> Result<Vec<E>, StoreError> {
-        decode_rows(rows, &self.limits)
+        decode_rows(rows, &self.read_limits)
+    }
+
+    /// Fail and dead-letter claimed rows that cannot be decoded, on the claim's `conn` (so
+    /// in its transaction), fenced by the leases the claim wrote. The decode error becomes
+    /// `last_error` and the dead letter's reason.
+    async fn fail_undecodable(
+        &self,
+        conn: &mut PgConnection,
+        worker: &WorkerId,
+        bad: &[Undecodable],
+    ) -> Result<(), StoreError> {
+        for b in bad {
+            tracing::error!(event_id = %b.id, error = %b.error, table = %self.names().qualified,
+                "claimed row cannot be decoded: failing and dead-lettering it");
+        }
+        self.query_custom_plan(&self.sql.fail_undecodable)
+            .bind(bad.iter().map(|b| b.id).collect::<Vec<_>>())
+            .bind(bad.iter().map(|b| b.lease).collect::<Vec<_>>())
+            .bind(
+                bad.iter()
+                    .map(|b| truncate_error(&b.error.to_string(), self.limits.last_error_max_bytes))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(worker.as_str().to_owned())
+            .execute(&mut *conn)
+            .await
+            .op("claim (fail undecodable rows)")?;
+        Ok(())
     }
 
     fn bind_filters(
@@ -451,16 +488,30 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
         req: &ClaimRequest,
     ) -> Result<Vec<E>, StoreError> {
         let limit = limit_i64(req.limit)?;
-        let q = self
-            .query(&self.sql.claim)
-            .bind(req.worker.as_str().to_owned())
-            .bind(limit)
-            .bind(micros(req.lease_ttl));
-        let q = self.bind_filters(q, &req.filters)?;
-        let old = self.set_timeout(conn).await?;
-        let rows = q.fetch_all(&mut *conn).await.op("claim")?;
-        self.restore_timeout(conn, old).await?;
-        self.decode(&rows)
+        // A row that cannot be decoded is failed and dead-lettered here, in the claim's
+        // transaction, and the rest of the batch is returned: it no longer heads its key,
+        // so its successors become claimable (as after any terminal failure). When every
+        // claimed row was bad, claim again (bounded) rather than report an empty claim.
+        for _ in 0..MAX_UNDECODABLE_ROUNDS {
+            let q = self
+                .query(&self.sql.claim)
+                .bind(req.worker.as_str().to_owned())
+                .bind(limit)
+                .bind(micros(req.lease_ttl));
+            let q = self.bind_filters(q, &req.filters)?;
+            let old = self.set_timeout(conn).await?;
+            let rows = q.fetch_all(&mut *conn).await.op("claim")?;
+            self.restore_timeout(conn, old).await?;
+            let (good, bad) = decode_each(&rows, &self.read_limits)?;
+            if bad.is_empty() {
+                return Ok(good);
+            }
+            self.fail_undecodable(conn, &req.worker, &bad).await?;
+            if !good.is_empty() {
+                return Ok(good);
+            }
+        }
+        Ok(Vec::new())
     }
 }
 
@@ -500,7 +551,7 @@ impl<E: PgEvent> LockEvent for PgEventStore<E> {
             .await
             .op("try_lock")?;
         if let Some(row) = row {
-            let e = E::from_row(&row, &self.limits)?;
+            let e = E::from_row(&row, &self.read_limits)?;
             return Ok(if e.common().status == EventStatus::Pending {
                 LockOutcome::Locked(e)
             } else {
@@ -517,7 +568,7 @@ impl<E: PgEvent> LockEvent for PgEventStore<E> {
             return Ok(LockOutcome::Missing);
         };
         let now: DateTime<Utc> = row.try_get("db_now").op("try_lock")?;
-        let e = E::from_row(&row, &self.limits)?;
+        let e = E::from_row(&row, &self.read_limits)?;
         let c = e.common();
         Ok(if c.status != EventStatus::Pending {
             LockOutcome::Finished(e)
@@ -729,7 +780,7 @@ impl InboxLookup for PgEventStore<InboxEvent> {
             .fetch_optional(&mut *conn)
             .await
             .op("find_message")?;
-        row.map(|r| InboxEvent::from_row(&r, &self.limits))
+        row.map(|r| InboxEvent::from_row(&r, &self.read_limits))
             .transpose()
     }
 

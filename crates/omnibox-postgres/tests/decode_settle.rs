@@ -220,19 +220,17 @@ async fn rows_that_are_not_valid_events_are_reported_not_returned() {
     .await
     .unwrap();
     let err = store
-        .claim(&mut conn, &ClaimRequest::new(worker("w"), 10))
+        .fetch_pending(&mut conn, &Filters::none(), 10)
         .await
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::InvalidRow { id, .. } if *id == e.id()),
         "{err:?}"
     );
-    sqlx::query(AssertSqlSafe(corrupt(
-        "headers = NULL, locked_at = NULL, locked_by = NULL, event_type = '   '",
-    )))
-    .execute(&mut *conn)
-    .await
-    .unwrap();
+    sqlx::query(AssertSqlSafe(corrupt("headers = NULL, event_type = '   '")))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     let err = store
         .fetch_pending(&mut conn, &Filters::none(), 10)
         .await
@@ -248,6 +246,21 @@ async fn rows_that_are_not_valid_events_are_reported_not_returned() {
             }
         ),
         "{err:?}"
+    );
+    // A claim does not fail on it: the row is failed and dead-lettered with the reason
+    // (tests/undecodable.rs covers the relay around it).
+    let got = store
+        .claim(&mut conn, &ClaimRequest::new(worker("w"), 10))
+        .await
+        .unwrap();
+    assert!(got.is_empty(), "{got:?}");
+    assert_eq!(stored(&db, e.id()).await.status, "failed");
+    let letters = store.list_dead_letters(&mut conn, 10, 0).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].error.contains("event_type"),
+        "{}",
+        letters[0].error
     );
 }
 
