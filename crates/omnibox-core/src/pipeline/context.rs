@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::lease::LeaseWatch;
 use crate::clock::Clock;
 use crate::error::FailureKind;
 use crate::metrics::MetricsSink;
@@ -44,6 +45,7 @@ pub struct BatchCtx<'c, E, C> {
     metrics: &'c dyn MetricsSink,
     clock: &'c dyn Clock,
     shutdown: &'c Shutdown,
+    leases: Option<LeaseWatch>,
     verdicts: HashMap<Uuid, Verdict>,
     extensions: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     _event: std::marker::PhantomData<fn() -> E>,
@@ -66,6 +68,7 @@ impl<'c, E, C> BatchCtx<'c, E, C> {
             metrics,
             clock,
             shutdown,
+            leases: None,
             verdicts: HashMap::new(),
             extensions: HashMap::new(),
             _event: std::marker::PhantomData,
@@ -100,6 +103,24 @@ impl<'c, E, C> BatchCtx<'c, E, C> {
     /// `true` once shutdown was requested.
     pub fn shutdown_requested(&self) -> bool {
         self.shutdown.is_requested()
+    }
+
+    /// Watch the batch's leases (lease mode): [`Self::lease_held`] then answers from it.
+    pub fn set_lease_watch(&mut self, watch: LeaseWatch) {
+        self.leases = Some(watch);
+    }
+
+    /// The batch's lease watch, in lease mode (`None` when the batch runs inside the
+    /// caller's transaction, whose row locks hold its events for as long as it is open).
+    pub fn lease_watch(&self) -> Option<&LeaseWatch> {
+        self.leases.as_ref()
+    }
+
+    /// `true` while this worker can still prove it holds the lease of `id`, so work that
+    /// cannot be undone (a broker call) may start; always `true` without a lease watch.
+    /// See [`LeaseWatch`].
+    pub fn lease_held(&self, id: Uuid) -> bool {
+        self.leases.as_ref().is_none_or(|w| w.held(id))
     }
 
     /// The shutdown signal itself (to hand to work that runs concurrently with the batch).

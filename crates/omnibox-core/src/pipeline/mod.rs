@@ -4,11 +4,13 @@
 
 mod context;
 mod fetch;
+mod lease;
 mod processor;
 mod step;
 pub mod steps;
 
 pub use context::{BatchCtx, Verdict};
 pub use fetch::{FetchStrategy, Optimistic, SkipLockedClaim};
+pub use lease::LeaseWatch;
 pub use processor::{BatchResult, CommitStrategy, Processor, ProcessorBuilder};
 pub use step::{DynStep, Step, StepResult};

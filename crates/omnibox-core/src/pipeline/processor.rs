@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::context::{BatchCtx, Verdict};
 use super::fetch::{FetchStrategy, SkipLockedClaim};
+use super::lease::LeaseWatch;
 use super::step::{DynStep, Step, StepResult};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, FailureKind, StoreError};
@@ -71,6 +72,7 @@ pub struct Processor<S: EventStore, F = SkipLockedClaim> {
     steps: Vec<Box<dyn DynStep<S::Event, S::Conn>>>,
     commit: CommitStrategy,
     lease_ttl: TimeDelta,
+    lease_margin: Option<std::time::Duration>,
     job: String,
     filters: Filters,
     metrics: Arc<dyn MetricsSink>,
@@ -107,6 +109,7 @@ impl<S: EventStore> ProcessorBuilder<S, SkipLockedClaim> {
                 steps: Vec::new(),
                 commit: CommitStrategy::Bulk,
                 lease_ttl: crate::domain::DEFAULT_LEASE_TTL,
+                lease_margin: None,
                 job: "event_processor".into(),
                 filters: Filters::default(),
                 metrics: Arc::new(NoopMetrics),
@@ -139,6 +142,7 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
                 steps: p.steps,
                 commit: p.commit,
                 lease_ttl: p.lease_ttl,
+                lease_margin: p.lease_margin,
                 job: p.job,
                 filters: p.filters,
                 metrics: p.metrics,
@@ -156,6 +160,15 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
     /// Lease length (must be positive).
     pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
         self.inner.lease_ttl = ttl;
+        self
+    }
+
+    /// Safety margin of the lease check in lease mode (default a fifth of the lease
+    /// length): a step may start irreversible work (a broker call) for an event only while
+    /// less than `lease_ttl − margin` has passed, by the local monotonic clock, since its
+    /// lease was taken or last refreshed. Must be below the lease length. See [`LeaseWatch`].
+    pub fn lease_margin(mut self, margin: std::time::Duration) -> Self {
+        self.inner.lease_margin = Some(margin);
         self
     }
 
@@ -187,6 +200,11 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
     pub fn build(self) -> Result<Processor<S, F>, Error> {
         if self.inner.lease_ttl <= TimeDelta::zero() {
             return Err(Error::Config("lease_ttl must be positive".into()));
+        }
+        if let (Some(margin), Ok(ttl)) = (self.inner.lease_margin, self.inner.lease_ttl.to_std())
+            && margin >= ttl
+        {
+            return Err(Error::Config("lease_margin must be below lease_ttl".into()));
         }
         if self.inner.job.trim().is_empty() {
             return Err(Error::Config("job name must not be blank".into()));
@@ -258,6 +276,9 @@ where
             return Ok(BatchResult::default());
         }
         let started = Instant::now();
+        // Before the claim's transaction begins: the database's `now()` of the lease is no
+        // earlier than this.
+        let taken = tokio::time::Instant::now();
         let mut tx = db.begin().await?;
         let events = match self.claim(&mut tx, worker, batch_size).await {
             Ok(e) => e,
@@ -281,13 +302,26 @@ where
         // map with a superseded token, and the settle below would then lose every lease it
         // renewed (the published events would be published again, spending an attempt).
         let steps_done = tokio::sync::Notify::new();
+        let (ttl, margin) = self.lease_times();
+        let watch = LeaseWatch::new(
+            leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .copied(),
+            taken,
+            ttl,
+            margin,
+        );
         let (verdicts, ()) = tokio::join!(
             async {
-                let verdicts = self.run(&events, None, worker, shutdown).await;
+                let verdicts = self
+                    .run_watched(&events, None, worker, shutdown, Some(watch.clone()))
+                    .await;
                 steps_done.notify_one();
                 verdicts
             },
-            self.refresh_leases(db, worker, &leases, &steps_done),
+            self.refresh_leases(db, worker, &leases, &watch, &steps_done),
         );
         let leases = leases.into_inner().unwrap_or_else(|p| p.into_inner());
         let mut result = match db.begin().await {
@@ -344,6 +378,15 @@ where
         Ok(events)
     }
 
+    /// The lease length and the safety margin of the lease check.
+    fn lease_times(&self) -> (std::time::Duration, std::time::Duration) {
+        let ttl = self
+            .lease_ttl
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(1));
+        (ttl, self.lease_margin.unwrap_or(ttl / 5))
+    }
+
     /// Run the steps over leased events and return every event's verdict. Events without a
     /// verdict (stopped batch, shutdown, a step that decided nothing) are `Released`.
     pub async fn run(
@@ -353,6 +396,17 @@ where
         worker: &WorkerId,
         shutdown: &Shutdown,
     ) -> HashMap<Uuid, Verdict> {
+        self.run_watched(events, conn, worker, shutdown, None).await
+    }
+
+    async fn run_watched(
+        &self,
+        events: &[S::Event],
+        conn: Option<&mut S::Conn>,
+        worker: &WorkerId,
+        shutdown: &Shutdown,
+        watch: Option<LeaseWatch>,
+    ) -> HashMap<Uuid, Verdict> {
         let mut ctx = BatchCtx::new(
             conn,
             worker,
@@ -361,6 +415,9 @@ where
             &*self.clock,
             shutdown,
         );
+        if let Some(w) = watch {
+            ctx.set_lease_watch(w);
+        }
         for s in &self.steps {
             s.on_batch_start_boxed(events, &mut ctx).await;
         }
@@ -403,11 +460,15 @@ where
     /// Refresh the batch's leases every third of the lease length until `done` is notified.
     /// A refresh in flight is always finished (and its new tokens recorded) before this
     /// returns, so the settle that follows is fenced by the tokens the database holds.
+    /// Each outcome reaches `watch`: a renewed lease is provable again from the instant the
+    /// refresh was sent, one the refresh did not find is lost (its unsent publishes are
+    /// cancelled: the publish step asks the watch before each broker call).
     async fn refresh_leases<T>(
         &self,
         db: &T,
         worker: &WorkerId,
         leases: &Mutex<HashMap<Uuid, DateTime<Utc>>>,
+        watch: &LeaseWatch,
         done: &tokio::sync::Notify,
     ) where
         T: Transactions<Conn = S::Conn>,
@@ -429,13 +490,22 @@ where
                 .iter()
                 .map(|(id, at)| (*id, *at))
                 .collect();
+            let sent = tokio::time::Instant::now();
             match self.refresh_once(db, worker, &current).await {
                 Ok(renewed) => {
                     let mut map = leases.lock().unwrap_or_else(|p| p.into_inner());
                     if renewed.len() < current.len() {
-                        tracing::warn!(job = %self.job, lost = current.len() - renewed.len(), "leases lost during the batch");
+                        tracing::warn!(job = %self.job, lost = current.len() - renewed.len(), "leases lost during the batch; their unsent publishes are cancelled");
+                        let kept: std::collections::HashSet<Uuid> =
+                            renewed.iter().map(|(id, _)| *id).collect();
+                        for (id, _) in &current {
+                            if !kept.contains(id) {
+                                watch.lost(*id);
+                            }
+                        }
                     }
                     for (id, at) in renewed {
+                        watch.renewed(id, sent);
                         map.insert(id, at);
                     }
                 }

@@ -15,7 +15,7 @@ use crate::backoff::Backoff;
 use crate::error::FailureKind;
 use crate::metrics::Metric;
 use crate::model::{Event, OutboxEvent};
-use crate::pipeline::{BatchCtx, Step, StepResult};
+use crate::pipeline::{BatchCtx, LeaseWatch, Step, StepResult};
 use crate::publisher::{BoxFuture, Publisher};
 use crate::shutdown::Shutdown;
 
@@ -26,7 +26,8 @@ enum Published {
     Acked,
     /// The broker refused or failed.
     Failed { kind: FailureKind, error: String },
-    /// Not sent: the broker was found down earlier in this batch, or shutdown was requested.
+    /// Not sent: the broker was found down earlier in this batch, shutdown was requested,
+    /// or the lease could no longer be proven.
     NotAttempted,
 }
 
@@ -48,6 +49,14 @@ struct ConcurrentResults(HashMap<Uuid, Published>);
 /// So while the broker is down, each batch probes it once and spends no attempt; the
 /// released rows keep their schedule. Delivery is at least once: the broker call happens
 /// before the result is written.
+///
+/// **Leases.** In lease mode, before each broker call the step asks the batch's
+/// [`LeaseWatch`] (through [`BatchCtx::lease_held`]) whether the event's lease can still be
+/// proven by the local monotonic clock; if not (the process was frozen past it, or a
+/// refresh found it taken over) the event is released unsent. A new owner may be
+/// publishing it and its successors, so sending it now could put it behind them. What
+/// remains is a stall *inside* the call, after the check: a message already handed to the
+/// client can still reach the broker late.
 ///
 /// **Concurrency.** With [`concurrency(n)`](Self::concurrency) `n > 1`, the whole batch is
 /// published in `on_batch_start` with at most `n` calls in flight and the results are
@@ -102,6 +111,12 @@ impl<P> PublishStep<P> {
     }
 }
 
+/// Log an event left unpublished because its lease could not be proven.
+fn lease_unproven(event: &OutboxEvent) {
+    tracing::warn!(event_id = %event.id(), topic = %event.topic,
+        "lease no longer provable (expired by the local clock or lost): not publishing; released");
+}
+
 impl<P: Publisher> PublishStep<P> {
     async fn publish_one(&self, event: &OutboxEvent) -> (Published, Duration) {
         let started = tokio::time::Instant::now();
@@ -135,8 +150,13 @@ impl<P: Publisher> PublishStep<P> {
         event: &OutboxEvent,
         broker_down: &AtomicBool,
         shutdown: &Shutdown,
+        leases: Option<&LeaseWatch>,
     ) -> (Published, Option<Duration>) {
         if broker_down.load(Ordering::SeqCst) || shutdown.is_requested() {
+            return (Published::NotAttempted, None);
+        }
+        if leases.is_some_and(|w| !w.held(event.id())) {
+            lease_unproven(event);
             return (Published::NotAttempted, None);
         }
         let (outcome, took) = self.publish_one(event).await;
@@ -220,12 +240,13 @@ where
         let candidates = events.get(..allowed).unwrap_or(events);
         let broker_down = AtomicBool::new(false);
         let shutdown = ctx.shutdown().clone();
+        let leases = ctx.lease_watch().cloned();
         // Boxed up front (nothing runs until polled): `buffered` starts them in order, at most
         // `concurrency` at a time, and each checks the outage flag when it starts.
         let calls: Vec<BoxFuture<'_, (Published, Option<Duration>)>> = candidates
             .iter()
             .map(|event| {
-                Box::pin(self.guarded_publish(event, &broker_down, &shutdown))
+                Box::pin(self.guarded_publish(event, &broker_down, &shutdown, leases.as_ref()))
                     as BoxFuture<'_, (Published, Option<Duration>)>
             })
             .collect();
@@ -265,6 +286,11 @@ where
                 // Not sent ahead (beyond the allowance): publish it now, sequentially.
                 None => {}
             }
+        }
+        if !ctx.lease_held(event.id()) {
+            lease_unproven(event);
+            ctx.release(event.id());
+            return StepResult::SkipEvent;
         }
         let (outcome, took) = self.publish_one(event).await;
         Self::record_duration(ctx, event, took);
