@@ -3,11 +3,17 @@
 //! signal graceful, second abort). The SIGKILL test kills it mid-drain.
 //!
 //! Usage: `DATABASE_URL=... AMQP_URL=... omnibox-e2e-relay <schema> <worker-id> [batch]
-//! [publish-concurrency] [lease-secs]`.
+//! [publish-concurrency] [lease-secs] [publish-timeout-ms] [step-delay-ms]`.
+//!
+//! `step-delay-ms` (default 0) adds a step before the publish step that waits that long per
+//! event: a slow enrichment step, so that a batch spends its time between broker calls
+//! (the lease-stall test freezes the process there).
 
 use std::time::Duration;
 
 use chrono::TimeDelta;
+use omnibox_core::OutboxEvent;
+use omnibox_core::pipeline::{BatchCtx, Step, StepResult};
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::worker::RelayWorker;
 use omnibox_core::{Shutdown, WorkerId};
@@ -30,6 +36,16 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T,
     }
 }
 
+/// Waits before each event's publish (a slow step in front of the broker).
+struct Delay(Duration);
+
+impl<C: Send> Step<OutboxEvent, C> for Delay {
+    async fn execute(&self, _event: &OutboxEvent, _ctx: &mut BatchCtx<'_, OutboxEvent, C>) -> StepResult {
+        tokio::time::sleep(self.0).await;
+        StepResult::Continue
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
@@ -44,6 +60,8 @@ async fn main() -> Result<(), BoxError> {
     let batch: u32 = arg(&args, 3, 200)?;
     let concurrency: usize = arg(&args, 4, 64)?;
     let lease_secs: i64 = arg(&args, 5, 10)?;
+    let publish_timeout_ms: u64 = arg(&args, 6, 2_000)?;
+    let step_delay_ms: u64 = arg(&args, 7, 0)?;
 
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
@@ -60,10 +78,14 @@ async fn main() -> Result<(), BoxError> {
     let publisher = RabbitPublisher::new(amqp).with_options(
         PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
     );
-    let relay = OutboxRelay::builder(outbox, publisher)
+    let mut builder = OutboxRelay::builder(outbox, publisher);
+    if step_delay_ms > 0 {
+        builder = builder.step_before(Delay(Duration::from_millis(step_delay_ms)));
+    }
+    let relay = builder
         .batch_size(batch)
         .publish_concurrency(concurrency)
-        .publish_timeout(Duration::from_secs(2))
+        .publish_timeout(Duration::from_millis(publish_timeout_ms))
         .lease_ttl(TimeDelta::seconds(lease_secs))
         .build()?;
     let mut relay_worker = RelayWorker::builder(relay, PgDatabase::new(pool), worker)
