@@ -551,3 +551,83 @@ async fn a_lease_refresh_in_flight_when_the_steps_end_is_finished_before_settlin
     assert_eq!(row.common.locked_at, None, "nothing stays leased");
     assert_eq!(env.published_keys(), vec!["a"]);
 }
+
+/// Before the broker call for key `b`: takes every lease away (as a takeover after expiry
+/// or an operator's release would), then waits until the batch's lease watch says the
+/// lease of `b` is gone, recording how long that took.
+struct TakeLeasesBeforeB {
+    db: MemoryDb,
+    store: MemoryOutboxStore,
+    clock: ManualClock,
+    noticed_after: Arc<std::sync::Mutex<Option<std::time::Duration>>>,
+}
+
+impl Step<OutboxEvent, crate::memory::MemoryConn> for TakeLeasesBeforeB {
+    async fn execute(
+        &self,
+        e: &OutboxEvent,
+        ctx: &mut BatchCtx<'_, OutboxEvent, crate::memory::MemoryConn>,
+    ) -> StepResult {
+        use crate::store::ReleaseStale;
+        if e.partition_key != "b" {
+            return StepResult::Continue;
+        }
+        self.clock.advance(TimeDelta::milliseconds(1));
+        let mut tx = self.db.begin().await.unwrap();
+        self.store
+            .release_stale(&mut tx, TimeDelta::zero(), 100)
+            .await
+            .unwrap();
+        self.db.commit(tx).await.unwrap();
+        let started = tokio::time::Instant::now();
+        // Bounded well before the lease would expire by the local clock (2.4 s).
+        while ctx.lease_held(e.id()) && started.elapsed() < std::time::Duration::from_secs(2) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if !ctx.lease_held(e.id()) {
+            *self.noticed_after.lock().unwrap() = Some(started.elapsed());
+        }
+        StepResult::Continue
+    }
+}
+
+/// Issue 9 §4: a lease refresh that finds a lease gone cancels the event's unsent publish
+/// (released, not sent), long before the lease would run out by the local clock.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_finds_a_lease_lost_cancels_its_unsent_publish() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b"], 6).await;
+    let noticed_after = Arc::default();
+    let relay = env
+        .relay()
+        // 3 s lease: refreshed every 1 s, provable for 2.4 s after each refresh.
+        .lease_ttl(TimeDelta::seconds(3))
+        .step_before(TakeLeasesBeforeB {
+            db: env.db.clone(),
+            store: env.store.clone(),
+            clock: env.clock.clone(),
+            noticed_after: Arc::clone(&noticed_after),
+        })
+        .build()
+        .unwrap();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        env.published_keys(),
+        vec!["a"],
+        "b's lease was lost: not sent"
+    );
+    let noticed = noticed_after
+        .lock()
+        .unwrap()
+        .expect("the watch saw the loss");
+    assert!(
+        noticed < std::time::Duration::from_millis(1500),
+        "noticed by the first refresh, not by expiry: {noticed:?}"
+    );
+    assert_eq!(r.released, vec![events[1].id()]);
+    // Neither result applied: both leases were gone when the batch settled.
+    assert_eq!(r.lease_lost.len(), 2, "{r:?}");
+}

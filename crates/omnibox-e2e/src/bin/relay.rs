@@ -40,7 +40,11 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> Result<T,
 struct Delay(Duration);
 
 impl<C: Send> Step<OutboxEvent, C> for Delay {
-    async fn execute(&self, _event: &OutboxEvent, _ctx: &mut BatchCtx<'_, OutboxEvent, C>) -> StepResult {
+    async fn execute(
+        &self,
+        _event: &OutboxEvent,
+        _ctx: &mut BatchCtx<'_, OutboxEvent, C>,
+    ) -> StepResult {
         tokio::time::sleep(self.0).await;
         StepResult::Continue
     }
