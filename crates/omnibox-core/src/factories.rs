@@ -125,6 +125,9 @@ pub struct OutboxOptions<C> {
     pub backoff: Backoff,
     /// Lease length.
     pub lease_ttl: TimeDelta,
+    /// Safety margin of the lease check before each broker call (default `None`: a fifth
+    /// of the lease; see [`ProcessorBuilder::lease_margin`]).
+    pub lease_margin: Option<Duration>,
     /// Claim restrictions.
     pub filters: Filters,
     /// Commit strategy.
@@ -151,6 +154,7 @@ impl<C> Default for OutboxOptions<C> {
             publish_concurrency: 1,
             backoff: Backoff::default(),
             lease_ttl: crate::domain::DEFAULT_LEASE_TTL,
+            lease_margin: None,
             filters: Filters::default(),
             commit: CommitStrategy::Bulk,
             metrics: Arc::new(NoopMetrics),
@@ -171,6 +175,7 @@ impl<C> fmt::Debug for OutboxOptions<C> {
             .field("publish_concurrency", &self.publish_concurrency)
             .field("backoff", &self.backoff)
             .field("lease_ttl", &self.lease_ttl)
+            .field("lease_margin", &self.lease_margin)
             .field("filters", &self.filters)
             .field("commit", &self.commit)
             .field("circuit_breaker", &self.circuit_breaker.is_some())
@@ -182,6 +187,13 @@ impl<C> fmt::Debug for OutboxOptions<C> {
 }
 
 impl<C> OutboxOptions<C> {
+    /// Safety margin of the lease check before each broker call (default a fifth of the
+    /// lease; must be below it). See [`ProcessorBuilder::lease_margin`].
+    pub fn lease_margin(mut self, margin: Duration) -> Self {
+        self.lease_margin = Some(margin);
+        self
+    }
+
     /// The defaults.
     pub fn new() -> Self {
         Self::default()
@@ -330,6 +342,9 @@ where
         .commit_strategy(opts.commit)
         .metrics(opts.metrics)
         .clock(opts.clock);
+    if let Some(margin) = opts.lease_margin {
+        b = b.lease_margin(margin);
+    }
     if let Some(cb) = opts.circuit_breaker {
         b = b.add_step(cb);
     }

@@ -153,6 +153,16 @@ where
         self
     }
 
+    /// Safety margin of the lease check (default a fifth of the lease length; must be
+    /// below it): before each broker call the relay publishes an event only while less than
+    /// `lease_ttl − margin` has passed, by the local monotonic clock, since its lease was
+    /// taken or last refreshed; otherwise the event is released unsent (its lease may
+    /// already belong to another relay). See [`LeaseWatch`](crate::pipeline::LeaseWatch).
+    pub fn lease_margin(mut self, margin: Duration) -> Self {
+        self.opts = self.opts.lease_margin(margin);
+        self
+    }
+
     /// Backoff for rejected events.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.opts = self.opts.backoff(backoff);

@@ -463,6 +463,20 @@ fn settings_are_validated() {
         Error::Config(_)
     ));
     assert!(matches!(err(env.relay().job_name(" ")), Error::Config(_)));
+    assert!(matches!(
+        err(env
+            .relay()
+            .lease_ttl(TimeDelta::seconds(1))
+            .lease_margin(Duration::from_secs(1))),
+        Error::Config(_)
+    ));
+    assert!(
+        env.relay()
+            .lease_ttl(TimeDelta::seconds(1))
+            .lease_margin(Duration::from_millis(999))
+            .build()
+            .is_ok()
+    );
 }
 
 /// A database whose commit of the `slow`-th transaction is applied at once but answers only
