@@ -5,6 +5,20 @@
 //! relay that dies in between publishes the event again. Per-key order holds because a claim
 //! returns at most one event per `(topic, partition_key)` and the next one becomes claimable
 //! only after its predecessor completed or failed terminally.
+//!
+//! **Leases.** Published with no transaction open, each event is protected by its lease.
+//! Before every broker call the relay checks, by the local monotonic clock, that it can still
+//! prove the lease (less than `lease_ttl − lease_margin` since the claim or the last
+//! successful refresh, and no refresh found it taken over); an event it cannot prove is
+//! released unsent, so a relay frozen past its lease (GC pause, VM stall, `SIGSTOP`) does not
+//! publish, after it resumes, events another relay now owns and may already have followed
+//! with their successors. The window that remains is a freeze *inside* a broker call, after
+//! the check: a message already handed to the client can still reach the broker after the
+//! new owner published it and its successor (seen as a duplicate behind a later event).
+//!
+//! **Rows that cannot be decoded.** A store's claim fails and dead-letters a row that does
+//! not form a valid event (see [`ClaimEvents`]); it is a terminal failure of that event, so
+//! the later events of its key flow on, as after an event that spent its attempts.
 
 use std::fmt;
 use std::sync::Arc;

@@ -144,7 +144,11 @@ impl ClaimRequest {
 ///   only when no earlier pending event of its key is due, leased, or waiting for a retry;
 /// - an expired lease (older than `lease_ttl`) is taken over and the takeover counts one
 ///   attempt (`last_error` = [`crate::domain::lease_expired_error`]); an event whose budget
-///   that spends becomes `failed` and is not returned.
+///   that spends becomes `failed` and is not returned;
+/// - a claimed row that cannot be decoded into a valid event is not returned and must not
+///   fail the claim: the store marks it `failed` (its budget spent) and dead-letters it with
+///   the decode error, on `conn` (in the claim's transaction). Its key's later events become
+///   claimable, as after any terminal failure.
 pub trait ClaimEvents: EventStore {
     /// Claim events.
     fn claim(

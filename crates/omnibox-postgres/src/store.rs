@@ -33,6 +33,21 @@ pub type PgInboxStore = PgEventStore<InboxEvent>;
 
 /// A store for one event table; a cheap-to-clone configuration value that takes the
 /// caller's connection (`&mut PgConnection`, e.g. `&mut *tx`) on every call.
+///
+/// **Reading is lenient, writing is strict.** Events are validated with the configured
+/// [`Limits`] when they are written; rows are read back without the write-side policies
+/// (header count and length caps, the schedule window), because another writer — one with
+/// wider limits, an omni-box service, a hand-repaired row — may have stored them
+/// legitimately, and a reader that refuses what the table holds wedges that row's key. Only
+/// a row that is truly unusable (payload not a JSON object, a header value that is not a
+/// string or holds control characters, a blank topic or key, inconsistent status, attempt
+/// or lease columns) is refused. The claim fails and dead-letters such a row in its own
+/// transaction, with the decode error as `last_error` and as the dead letter's reason, and
+/// returns the rest of the batch; the row no longer heads its `(topic, partition_key)`, so
+/// the key's later events are published after it (as after any terminal failure; replay
+/// the dead letter after repairing the row). Reads that return rows to the caller
+/// (`fetch_pending`, `try_lock`, lookups) still report such a row as
+/// [`StoreError::InvalidRow`].
 #[derive(Debug)]
 pub struct PgEventStore<E> {
     tables: Arc<Tables>,

@@ -83,7 +83,10 @@ impl RelaySummary {
 /// **Leases.** While a batch publishes, its leases are refreshed every third of the lease
 /// length (see [`Processor::process_leased`](crate::pipeline::Processor::process_leased)), so
 /// a slow broker cannot make a lease expire under a batch that is still working; a worker
-/// that dies stops refreshing, and its leases expire and are taken over.
+/// that dies stops refreshing, and its leases expire and are taken over. A worker that is
+/// frozen instead (and resumes) checks each lease by its monotonic clock before every broker
+/// call and releases the events it can no longer prove it owns (see the
+/// [relay module](crate::relay)).
 ///
 /// Shutdown: see the [module docs](super). Run several workers (each with its own
 /// [`WorkerId`]) for more throughput; they never claim the same event.
