@@ -645,3 +645,71 @@ async fn a_refresh_that_finds_a_lease_lost_cancels_its_unsent_publish() {
     // Neither result applied: both leases were gone when the batch settled.
     assert_eq!(r.lease_lost.len(), 2, "{r:?}");
 }
+
+/// At the start of the batch (before a concurrent publish step sends it): takes every lease
+/// away, then lets the first refresh run.
+struct TakeLeasesAtBatchStart {
+    db: MemoryDb,
+    store: MemoryOutboxStore,
+    clock: ManualClock,
+}
+
+impl Step<OutboxEvent, crate::memory::MemoryConn> for TakeLeasesAtBatchStart {
+    async fn on_batch_start(
+        &self,
+        _events: &[OutboxEvent],
+        _ctx: &mut BatchCtx<'_, OutboxEvent, crate::memory::MemoryConn>,
+    ) {
+        use crate::store::ReleaseStale;
+        self.clock.advance(TimeDelta::milliseconds(1));
+        let mut tx = self.db.begin().await.unwrap();
+        self.store
+            .release_stale(&mut tx, TimeDelta::zero(), 100)
+            .await
+            .unwrap();
+        self.db.commit(tx).await.unwrap();
+        // Past the first refresh (1 s), well before the leases run out locally (2.4 s).
+        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    }
+
+    async fn execute(
+        &self,
+        _e: &OutboxEvent,
+        _ctx: &mut BatchCtx<'_, OutboxEvent, crate::memory::MemoryConn>,
+    ) -> StepResult {
+        StepResult::Continue
+    }
+}
+
+/// The same with concurrent publishing: the lost leases' events are not sent at all.
+#[tokio::test(start_paused = true)]
+async fn concurrent_publishing_sends_nothing_whose_lease_a_refresh_found_lost() {
+    let env = Env::new();
+    let events = env.insert(&["a", "b", "c"], 6).await;
+    let relay = env
+        .relay()
+        .lease_ttl(TimeDelta::seconds(3))
+        .publish_concurrency(3)
+        .step_before(TakeLeasesAtBatchStart {
+            db: env.db.clone(),
+            store: env.store.clone(),
+            clock: env.clock.clone(),
+        })
+        .build()
+        .unwrap();
+    let r = relay
+        .publish_batch(&env.db, &env.worker, &Shutdown::new())
+        .await
+        .unwrap();
+    assert!(
+        env.published_keys().is_empty(),
+        "{:?}",
+        env.published_keys()
+    );
+    let mut released = r.released.clone();
+    released.sort();
+    let mut ids: Vec<Uuid> = events.iter().map(Event::id).collect();
+    ids.sort();
+    assert_eq!(released, ids);
+    assert_eq!(r.lease_lost.len(), 3, "{r:?}");
+}
