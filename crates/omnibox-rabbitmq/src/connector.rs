@@ -57,8 +57,9 @@ pub enum ConnectionEvent {
 /// The connection is opened lazily on first use and shared by everything holding a clone
 /// of the connector (one connector may serve a publisher and a consumer). A connection is
 /// checked on every use (`status().connected()`); a lost one is dropped and a new one
-/// opened at once; failed tries wait an exponential backoff with jitter (default 100 ms,
-/// doubling, capped at 5 s) before the next. While a try waits, callers wait with it. A
+/// opened at once. A try gives up after the connect timeout (default 10 s); failed tries
+/// wait an exponential backoff with jitter (default 100 ms, doubling, capped at 5 s)
+/// before the next. While a try runs or waits, callers wait with it (one try at a time). A
 /// failure to connect is always transient: it is never the fault of the message at hand.
 ///
 /// State changes are logged (`warn` lost / failed, `info` reconnected) and reported to the
@@ -87,6 +88,7 @@ struct Inner {
     factory: Option<Box<Factory>>,
     hook: Option<Box<Hook>>,
     backoff: Backoff,
+    connect_timeout: Duration,
     state: Mutex<State>,
     reconnects: AtomicU64,
 }
@@ -104,6 +106,7 @@ impl fmt::Debug for RabbitConnector {
         f.debug_struct("RabbitConnector")
             .field("reconnects", &self.reconnects())
             .field("backoff", &self.inner.backoff)
+            .field("connect_timeout", &self.inner.connect_timeout)
             .field("has_factory", &self.inner.factory.is_some())
             .finish_non_exhaustive()
     }
@@ -126,6 +129,7 @@ impl RabbitConnector {
                 factory,
                 hook: None,
                 backoff: default_backoff(),
+                connect_timeout: Duration::from_secs(10),
                 state: Mutex::new(State {
                     current,
                     ever_connected,
@@ -161,6 +165,12 @@ impl RabbitConnector {
     #[must_use]
     pub fn with_backoff(self, backoff: Backoff) -> Self {
         self.map_inner(|inner| inner.backoff = backoff)
+    }
+
+    /// Give up a connect try after `timeout` (default 10 s; counts as a failed try).
+    #[must_use]
+    pub fn with_connect_timeout(self, timeout: Duration) -> Self {
+        self.map_inner(|inner| inner.connect_timeout = timeout)
     }
 
     /// Call `hook` on every [`ConnectionEvent`] (keep it cheap: it runs inline).
@@ -226,7 +236,17 @@ impl RabbitConnector {
         if let Some(at) = state.next_try {
             tokio::time::sleep_until(at).await;
         }
-        match factory().await {
+        let timeout = self.inner.connect_timeout;
+        let attempt = tokio::time::timeout(timeout, factory())
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("RabbitMQ connect did not finish within {timeout:?}"),
+                )
+                .into())
+            });
+        match attempt {
             Ok(connection) => {
                 let connection = Arc::new(connection);
                 state.current = Some(connection.clone());

@@ -264,3 +264,33 @@ async fn a_fixed_connection_is_never_replaced() {
     }
     assert_eq!(publisher.connector().reconnects(), 0);
 }
+
+#[tokio::test]
+async fn a_connect_that_hangs_times_out_as_a_failed_try() {
+    let (events, hook) = recorder();
+    let connector = RabbitConnector::from_factory(std::future::pending)
+        .with_connect_timeout(Duration::from_millis(50))
+        .with_backoff(
+            Backoff::new(
+                Duration::from_millis(10),
+                Duration::from_millis(10),
+                Jitter::None,
+            )
+            .unwrap(),
+        )
+        .on_event(hook);
+    let mut consumer = RabbitConsumer::new(connector.clone(), "omnibox-never-declared");
+    let err = tokio::time::timeout(WAIT, consumer.receive())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Transient, "{err}");
+    assert!(err.to_string().contains("did not finish within"), "{err}");
+    assert_eq!(
+        events.lock().unwrap().clone(),
+        vec![ConnectionEvent::ConnectFailed {
+            failures: 1,
+            retry_in: Duration::from_millis(10)
+        }]
+    );
+}
