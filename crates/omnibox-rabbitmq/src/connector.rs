@@ -55,7 +55,8 @@ pub enum ConnectionEvent {
 ///   process restarts. Prefer a factory.
 ///
 /// The connection is opened lazily on first use and shared by everything holding a clone
-/// of the connector (one connector may serve a publisher and a consumer). A connection is
+/// of the connector (one connector may serve a publisher and a consumer). Settings
+/// (backoff, timeout, hook) belong to a clone: set them before cloning. A connection is
 /// checked on every use (`status().connected()`); a lost one is dropped and a new one
 /// opened at once. A try gives up after the connect timeout (default 10 s); failed tries
 /// wait an exponential backoff with jitter (default 100 ms, doubling, capped at 5 s)
@@ -81,14 +82,15 @@ pub enum ConnectionEvent {
 /// ```
 #[derive(Clone)]
 pub struct RabbitConnector {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    factory: Option<Box<Factory>>,
-    hook: Option<Box<Hook>>,
+    shared: Arc<Shared>,
+    hook: Option<Arc<Hook>>,
     backoff: Backoff,
     connect_timeout: Duration,
+}
+
+/// What every clone shares: the factory, the current connection, the reconnect count.
+struct Shared {
+    factory: Option<Box<Factory>>,
     state: Mutex<State>,
     reconnects: AtomicU64,
 }
@@ -105,9 +107,9 @@ impl fmt::Debug for RabbitConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitConnector")
             .field("reconnects", &self.reconnects())
-            .field("backoff", &self.inner.backoff)
-            .field("connect_timeout", &self.inner.connect_timeout)
-            .field("has_factory", &self.inner.factory.is_some())
+            .field("backoff", &self.backoff)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("has_factory", &self.shared.factory.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -125,11 +127,8 @@ impl RabbitConnector {
     fn build(factory: Option<Box<Factory>>, current: Option<Arc<Connection>>) -> Self {
         let ever_connected = current.is_some();
         Self {
-            inner: Arc::new(Inner {
+            shared: Arc::new(Shared {
                 factory,
-                hook: None,
-                backoff: default_backoff(),
-                connect_timeout: Duration::from_secs(10),
                 state: Mutex::new(State {
                     current,
                     ever_connected,
@@ -137,6 +136,9 @@ impl RabbitConnector {
                 }),
                 reconnects: AtomicU64::new(0),
             }),
+            hook: None,
+            backoff: default_backoff(),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 
@@ -164,47 +166,39 @@ impl RabbitConnector {
     /// a row waits `backoff.delay(n - 1)` before the next.
     #[must_use]
     pub fn with_backoff(self, backoff: Backoff) -> Self {
-        self.map_inner(|inner| inner.backoff = backoff)
+        Self { backoff, ..self }
     }
 
     /// Give up a connect try after `timeout` (default 10 s; counts as a failed try).
     #[must_use]
     pub fn with_connect_timeout(self, timeout: Duration) -> Self {
-        self.map_inner(|inner| inner.connect_timeout = timeout)
+        Self {
+            connect_timeout: timeout,
+            ..self
+        }
     }
 
     /// Call `hook` on every [`ConnectionEvent`] (keep it cheap: it runs inline).
     #[must_use]
     pub fn on_event(self, hook: impl Fn(&ConnectionEvent) + Send + Sync + 'static) -> Self {
-        self.map_inner(|inner| inner.hook = Some(Box::new(hook)))
-    }
-
-    fn map_inner(self, apply: impl FnOnce(&mut Inner)) -> Self {
-        match Arc::try_unwrap(self.inner) {
-            Ok(mut inner) => {
-                apply(&mut inner);
-                Self {
-                    inner: Arc::new(inner),
-                }
-            }
-            // Already shared (cloned before configuring): configuration is set before use,
-            // so a shared connector keeps its settings.
-            Err(inner) => Self { inner },
+        Self {
+            hook: Some(Arc::new(hook)),
+            ..self
         }
     }
 
     /// Whether a lost connection is replaced (the connector has a factory).
     pub fn reconnects_enabled(&self) -> bool {
-        self.inner.factory.is_some()
+        self.shared.factory.is_some()
     }
 
     /// Lost connections replaced so far.
     pub fn reconnects(&self) -> u64 {
-        self.inner.reconnects.load(Ordering::Relaxed)
+        self.shared.reconnects.load(Ordering::Relaxed)
     }
 
     fn emit(&self, event: ConnectionEvent) {
-        if let Some(hook) = &self.inner.hook {
+        if let Some(hook) = &self.hook {
             hook(&event);
         }
     }
@@ -215,8 +209,8 @@ impl RabbitConnector {
     /// Without a factory, the fixed connection is returned whatever its state (opening a
     /// channel on a closed one fails with a transient error).
     pub async fn connection(&self) -> Result<Arc<Connection>, lapin::Error> {
-        let mut state = self.inner.state.lock().await;
-        let Some(factory) = &self.inner.factory else {
+        let mut state = self.shared.state.lock().await;
+        let Some(factory) = &self.shared.factory else {
             return state.current.clone().ok_or_else(|| {
                 lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
             });
@@ -236,7 +230,7 @@ impl RabbitConnector {
         if let Some(at) = state.next_try {
             tokio::time::sleep_until(at).await;
         }
-        let timeout = self.inner.connect_timeout;
+        let timeout = self.connect_timeout;
         let attempt = tokio::time::timeout(timeout, factory())
             .await
             .unwrap_or_else(|_| {
@@ -253,7 +247,7 @@ impl RabbitConnector {
                 state.failures = 0;
                 state.next_try = None;
                 if state.ever_connected {
-                    let total = self.inner.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
+                    let total = self.shared.reconnects.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::info!(total, "RabbitMQ reconnected");
                     self.emit(ConnectionEvent::Reconnected { total });
                 } else {
@@ -265,7 +259,7 @@ impl RabbitConnector {
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
-                let retry_in = self.inner.backoff.delay(state.failures - 1);
+                let retry_in = self.backoff.delay(state.failures - 1);
                 state.next_try = Some(Instant::now() + retry_in);
                 tracing::warn!(
                     error = %e,
