@@ -248,7 +248,11 @@ async fn rabbitmq_connections_closed_by_the_broker_are_replaced_under_running_wo
     ids.extend(pg.enqueue(&queue, PHASE, KEYS).await);
     let recovering = std::time::Instant::now();
     all_handled(&pg, 3 * PHASE, "every event after the close").await;
-    eprintln!("close_connection: drained {} events in {:?}", 2 * PHASE, recovering.elapsed());
+    eprintln!(
+        "close_connection: drained {} events in {:?}",
+        2 * PHASE,
+        recovering.elapsed()
+    );
     assert_exactly_once(&pg, &ids).await;
     workers.stop().await;
     assert_eq!((pub_conn.reconnects(), sub_conn.reconnects()), (1, 1));
@@ -399,7 +403,11 @@ async fn rabbitmq_node_restart_under_running_workers_loses_nothing() {
     node.ctl(&["start_app"]).await;
     let recovering = std::time::Instant::now();
     all_handled(&pg, 3 * PHASE, "every event after the restart").await;
-    eprintln!("start_app: drained {} events in {:?}", 2 * PHASE, recovering.elapsed());
+    eprintln!(
+        "start_app: drained {} events in {:?}",
+        2 * PHASE,
+        recovering.elapsed()
+    );
     assert_exactly_once(&pg, &ids).await;
     workers.stop().await;
     assert_eq!((pub_conn.reconnects(), sub_conn.reconnects()), (1, 1));
@@ -519,7 +527,11 @@ async fn nats_server_restart_under_running_workers_loses_nothing() {
     server.restart().await;
     let recovering = std::time::Instant::now();
     all_handled(&pg, 3 * PHASE, "every event after the restart").await;
-    eprintln!("nats restart: drained {} events in {:?}", 2 * PHASE, recovering.elapsed());
+    eprintln!(
+        "nats restart: drained {} events in {:?}",
+        2 * PHASE,
+        recovering.elapsed()
+    );
     assert_exactly_once(&pg, &ids).await;
     workers.stop().await;
 
