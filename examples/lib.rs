@@ -369,6 +369,15 @@ pub mod rabbit {
             .map_err(|e| format!("connect to RabbitMQ at {url} (set AMQP_URL): {e}").into())
     }
 
+    /// A reconnecting connector to [`amqp_url`]: publishers and consumers built on it
+    /// replace a connection the broker closed (restart, failover, missed heartbeats).
+    pub fn connector(connection_name: &str) -> omnibox::rabbitmq::RabbitConnector {
+        omnibox::rabbitmq::RabbitConnector::from_uri(
+            amqp_url(),
+            ConnectionProperties::default().with_connection_name(connection_name.into()),
+        )
+    }
+
     /// Declare a durable queue named `queue`.
     pub async fn declare_queue(conn: &Connection, queue: &str) -> Result {
         let ch = conn.create_channel().await?;

@@ -64,9 +64,10 @@ async fn run(demo: &Demo, conn: &Connection, exchange: &str, queue: &str) -> Res
     ch.close(200, "OK".into()).await?;
     println!("0. exchange {exchange} (topic) bound to queue {queue} with `#`");
 
-    // Publisher confirms: publish returns only after the broker took the message.
-    let publisher = RabbitPublisher::new(rabbit::connect().await?);
-    let consumer = RabbitConsumer::new(rabbit::connect().await?, queue)
+    // Publisher confirms: publish returns only after the broker took the message. Both
+    // reconnect (with backoff) when the broker closes their connection.
+    let publisher = RabbitPublisher::new(rabbit::connector("omnibox-example-relay"));
+    let consumer = RabbitConsumer::new(rabbit::connector("omnibox-example-inbox"), queue)
         .with_options(ConsumerOptions::default().prefetch(16));
     let inbox = relay_and_consume(demo, exchange, publisher, consumer, 6).await?;
     drop(inbox);

@@ -12,6 +12,17 @@
 //! Both take a JetStream context you built (`async_nats::jetstream::new(client)`). Streams
 //! are yours to create; see [`NatsPublisher`] for the `duplicate_window` to choose.
 //!
+//! Reconnects: async-nats reconnects the client by itself (with backoff, without limit by
+//! default: keep `ConnectOptions::max_reconnects` unset, and use
+//! `ConnectOptions::retry_on_initial_connect` when the server may be down at start). While
+//! the server is away a publish fails as transient (never reported published: its
+//! JetStream ack never came) and `receive` returns transient errors; once the client is
+//! back, the pull consumer's next pull request resumes the durable consumer where its acks
+//! left off, and messages delivered but not acknowledged before the outage come back after
+//! `ack_wait`. Use a file-storage stream (the default) so messages survive a server
+//! restart. Connection state is the client's: `Client::connection_state()` and
+//! `ConnectOptions::event_callback` (disconnected / connected events) for logs and metrics.
+//!
 //! Guarantees: delivery to the broker is at least once; the duplicate window removes
 //! re-publishes within it, and the inbox deduplicates by `message_id` beyond it. Nothing
 //! here promises exactly-once delivery.

@@ -1,16 +1,15 @@
 //! Consuming from a queue with manual acknowledgements.
 
-use std::sync::Arc;
-
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
-use lapin::{Acker, Channel, Connection};
+use lapin::{Acker, Channel};
 use omnibox_core::consumer::{AckHandle, Consumer, Delivery, MalformedMessage, Redelivery};
 use omnibox_core::envelope::{MessageOrigin, has_id_header, parse_message};
 use omnibox_core::{ConsumeError, EnvelopeError};
 
-use crate::error::consume_error;
+use crate::connector::RabbitConnector;
+use crate::error::{connect_consume_error, consume_error};
 use crate::headers::from_field_table;
 
 /// Consumer settings.
@@ -65,8 +64,14 @@ impl ConsumerOptions {
 /// `Err(MalformedMessage)` with a working [`RabbitAck`].
 ///
 /// `stop` closes the channel; the broker requeues every unacknowledged message.
+///
+/// When the channel or the connection is lost, `receive` returns one transient error and
+/// the next `receive` subscribes again, on a new connection when the [`RabbitConnector`]
+/// has a factory. Deliveries not acknowledged on the lost channel are redelivered by the
+/// broker (with `redelivered` set); acknowledging them on their old channel fails
+/// (transient) and changes nothing.
 pub struct RabbitConsumer {
-    connection: Arc<Connection>,
+    connector: RabbitConnector,
     queue: String,
     options: ConsumerOptions,
     state: Option<(Channel, lapin::Consumer)>,
@@ -83,10 +88,11 @@ impl std::fmt::Debug for RabbitConsumer {
 }
 
 impl RabbitConsumer {
-    /// A consumer of `queue` on `connection` (a `Connection` or a shared `Arc<Connection>`).
-    pub fn new(connection: impl Into<Arc<Connection>>, queue: impl Into<String>) -> Self {
+    /// A consumer of `queue` on the connections of `connector`: a [`RabbitConnector`]
+    /// (reconnects), or a fixed `Connection` / `Arc<Connection>` (never replaced once lost).
+    pub fn new(connector: impl Into<RabbitConnector>, queue: impl Into<String>) -> Self {
         Self {
-            connection: connection.into(),
+            connector: connector.into(),
             queue: queue.into(),
             options: ConsumerOptions::default(),
             state: None,
@@ -98,6 +104,11 @@ impl RabbitConsumer {
     pub fn with_options(mut self, options: ConsumerOptions) -> Self {
         self.options = options;
         self
+    }
+
+    /// The connector.
+    pub fn connector(&self) -> &RabbitConnector {
+        &self.connector
     }
 
     /// The queue.
@@ -112,8 +123,12 @@ impl RabbitConsumer {
         })?;
         let tag = ShortString::try_new(self.options.consumer_tag.as_str())
             .map_err(|e| ConsumeError::permanent("consumer tag is too long").with_source(e))?;
-        let channel = self
-            .connection
+        let connection = self
+            .connector
+            .connection()
+            .await
+            .map_err(connect_consume_error)?;
+        let channel = connection
             .create_channel()
             .await
             .map_err(|e| consume_error("open channel", e))?;

@@ -7,6 +7,7 @@
 //! | channel limit reached | transient |
 //! | AMQP 320 connection-forced, 505 unexpected-frame, 506 resource-error (flow control, memory or disk alarm), 541 internal-error, 504 channel-error | transient |
 //! | a publisher confirm that did not come in time | transient |
+//! | opening a connection (any error) | transient |
 //! | AMQP 311 content-too-large, 406 precondition-failed (e.g. `message size ... is larger than configured max size`) | permanent |
 //! | AMQP 404 not-found (unknown exchange or queue) | permanent |
 //! | AMQP 403 access-refused, 530 not-allowed, 402 invalid-path | permanent |
@@ -72,6 +73,17 @@ pub fn consume_error(context: &str, err: lapin::Error) -> ConsumeError {
         FailureKind::Permanent => ConsumeError::permanent(message),
     }
     .with_source(err)
+}
+
+/// Opening a connection failed: always transient (whatever lapin's error, e.g. refused
+/// credentials after a broker restart, it is not the fault of the message at hand).
+pub(crate) fn connect_publish_error(err: lapin::Error) -> PublishError {
+    PublishError::transient(format!("RabbitMQ connect: {err}")).with_source(err)
+}
+
+/// Opening a connection failed: always transient (see [`connect_publish_error`]).
+pub(crate) fn connect_consume_error(err: lapin::Error) -> ConsumeError {
+    ConsumeError::transient(format!("RabbitMQ connect: {err}")).with_source(err)
 }
 
 /// The publish confirm did not arrive in time (transient: flow control or a slow broker).

@@ -12,8 +12,12 @@
 //!   flag on [`RabbitAck`].
 //! - [`error`]: the one place where lapin errors become transient or permanent.
 //!
-//! Both take a connection you built (`lapin::Connection` or `Arc<lapin::Connection>`) and
-//! open their own channels on it.
+//! - [`RabbitConnector`]: where both get their connection; from a URI or a factory closure
+//!   (TLS, custom properties) it replaces a lost connection with backoff, logs the state
+//!   changes and reports them to a hook ([`ConnectionEvent`]) for metrics.
+//!
+//! Both take a [`RabbitConnector`] (or, without reconnects, a `lapin::Connection` /
+//! `Arc<lapin::Connection>` you built) and open their own channels on its connection.
 //!
 //! Guarantees: delivery to the broker is at least once (a relay that crashes after the
 //! confirm and before recording it publishes again; the consumer side deduplicates by
@@ -21,11 +25,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod connector;
 pub mod consumer;
 pub mod error;
 pub mod headers;
 pub mod publisher;
 
+pub use connector::{ConnectionEvent, RabbitConnector};
 pub use consumer::{ConsumerOptions, RabbitAck, RabbitConsumer};
 pub use lapin;
 pub use publisher::{PublisherOptions, RabbitPublisher, RoutingMode};

@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Confirmation};
 use omnibox_core::envelope::{Converter, EnvelopeConverter, metadata_headers};
 use omnibox_core::{FailureKind, OutboxEvent, PublishError, Publisher};
 use tokio::sync::Mutex;
 
-use crate::error::{closes_channel, confirm_timeout, publish_error, returned};
+use crate::connector::RabbitConnector;
+use crate::error::{
+    closes_channel, confirm_timeout, connect_publish_error, publish_error, returned,
+};
 use crate::headers::to_field_table;
 
 /// Where an event goes: which exchange, with which routing key.
@@ -95,8 +98,13 @@ impl PublisherOptions {
 /// - properties: `message_id` = event id, `delivery_mode` = 2, `content_type`;
 /// - exchange / routing key: see [`RoutingMode`].
 ///
-/// The publisher opens its own confirm-mode channel on the connection you pass and opens a
-/// new one when the broker closed it. Errors are classified in [`crate::error`].
+/// The publisher opens its own confirm-mode channel on the connection its
+/// [`RabbitConnector`] hands out and opens a new one when the broker closed it. Built from a
+/// connector with a factory ([`RabbitConnector::from_uri`], [`RabbitConnector::from_factory`])
+/// it also survives a lost connection (closed by the broker, broker restart, missed
+/// heartbeats): publishes in flight on the lost connection fail as transient (never
+/// reported published: their confirm never came), and the next publish opens a new
+/// connection. Errors are classified in [`crate::error`].
 ///
 /// Several publishes in flight share the channel; when the broker closes it because of one
 /// message (unknown exchange, message too large), every in-flight confirm fails with that
@@ -110,18 +118,19 @@ impl PublisherOptions {
 /// use omnibox_core::Publisher;
 /// use omnibox_rabbitmq::{RabbitPublisher, PublisherOptions, RoutingMode, lapin};
 ///
-/// let conn = lapin::Connection::connect(
+/// use omnibox_rabbitmq::RabbitConnector;
+///
+/// let connector = RabbitConnector::from_uri(
 ///     "amqp://guest:guest@127.0.0.1:5672/%2f",
 ///     lapin::ConnectionProperties::default(),
-/// )
-/// .await?;
-/// let publisher = RabbitPublisher::new(conn)
+/// );
+/// let publisher = RabbitPublisher::new(connector)
 ///     .with_options(PublisherOptions::default().routing(RoutingMode::FixedExchange("events".into())));
 /// publisher.publish(&event).await?; // returns after the confirm
 /// # Ok(()) }
 /// ```
 pub struct RabbitPublisher {
-    connection: Arc<Connection>,
+    connector: RabbitConnector,
     channel: Mutex<Option<Channel>>,
     converter: Arc<dyn Converter>,
     options: PublisherOptions,
@@ -163,10 +172,11 @@ impl Failure {
 }
 
 impl RabbitPublisher {
-    /// A publisher on `connection` (a `Connection` or an `Arc<Connection>` you share).
-    pub fn new(connection: impl Into<Arc<Connection>>) -> Self {
+    /// A publisher on the connections of `connector`: a [`RabbitConnector`] (reconnects),
+    /// or a fixed `Connection` / `Arc<Connection>` (never replaced once lost).
+    pub fn new(connector: impl Into<RabbitConnector>) -> Self {
         Self {
-            connection: connection.into(),
+            connector: connector.into(),
             channel: Mutex::new(None),
             converter: Arc::new(EnvelopeConverter::default()),
             options: PublisherOptions::default(),
@@ -220,9 +230,18 @@ impl RabbitPublisher {
         })
     }
 
+    /// The connector.
+    pub fn connector(&self) -> &RabbitConnector {
+        &self.connector
+    }
+
     async fn open_channel(&self) -> Result<Channel, PublishError> {
-        let channel = self
-            .connection
+        let connection = self
+            .connector
+            .connection()
+            .await
+            .map_err(connect_publish_error)?;
+        let channel = connection
             .create_channel()
             .await
             .map_err(|e| publish_error("open channel", e))?;
