@@ -271,8 +271,9 @@ impl Statements {
              upd AS (UPDATE {q} AS t SET status = 'failed', attempts_made = GREATEST(t.attempts_made, t.max_attempts), \
                last_error = v.error, completed_at = NULL, locked_at = NULL, locked_by = NULL, \
                updated_at = timezone('UTC', now()) \
-               FROM v WHERE t.id = v.id AND t.status = 'pending' AND t.locked_by = $4 \
-               AND t.locked_at IS NOT DISTINCT FROM v.lease RETURNING {dl_cols}), \
+               FROM v WHERE t.id = v.id AND t.status = 'pending' \
+               AND CASE WHEN v.lease IS NULL THEN t.locked_at IS NULL \
+                 ELSE t.locked_by = $4 AND t.locked_at = v.lease END RETURNING {dl_cols}), \
              dl AS ({dl_upd}) \
              SELECT id FROM upd"
         ));

@@ -45,9 +45,9 @@ pub type PgInboxStore = PgEventStore<InboxEvent>;
 /// transaction, with the decode error as `last_error` and as the dead letter's reason, and
 /// returns the rest of the batch; the row no longer heads its `(topic, partition_key)`, so
 /// the key's later events are published after it (as after any terminal failure; replay
-/// the dead letter after repairing the row). Reads that return rows to the caller
-/// (`fetch_pending`, `try_lock`, lookups) still report such a row as
-/// [`StoreError::InvalidRow`].
+/// the dead letter after repairing the row). The optimistic fetch's `fetch_pending` does
+/// the same with the unleased rows it reads. Reads of one row by id (`try_lock`, lookups)
+/// report such a row as [`StoreError::InvalidRow`].
 #[derive(Debug)]
 pub struct PgEventStore<E> {
     tables: Arc<Tables>,
@@ -172,13 +172,14 @@ impl<E: PgEvent> PgEventStore<E> {
         decode_rows(rows, &self.read_limits)
     }
 
-    /// Fail and dead-letter claimed rows that cannot be decoded, on the claim's `conn` (so
-    /// in its transaction), fenced by the leases the claim wrote. The decode error becomes
-    /// `last_error` and the dead letter's reason.
+    /// Fail and dead-letter rows that cannot be decoded, on the caller's `conn` (so in its
+    /// transaction). A claimed row is fenced by the lease the claim wrote for `worker`; an
+    /// unleased row (read by [`FetchPending`]) only while it is still unleased. The decode
+    /// error becomes `last_error` and the dead letter's reason.
     async fn fail_undecodable(
         &self,
         conn: &mut PgConnection,
-        worker: &WorkerId,
+        worker: &str,
         bad: &[Undecodable],
     ) -> Result<(), StoreError> {
         for b in bad {
@@ -193,10 +194,10 @@ impl<E: PgEvent> PgEventStore<E> {
                     .map(|b| truncate_error(&b.error.to_string(), self.limits.last_error_max_bytes))
                     .collect::<Vec<_>>(),
             )
-            .bind(worker.as_str().to_owned())
+            .bind(worker.to_owned())
             .execute(&mut *conn)
             .await
-            .op("claim (fail undecodable rows)")?;
+            .op("fail undecodable rows")?;
         Ok(())
     }
 
@@ -521,7 +522,8 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
             if bad.is_empty() {
                 return Ok(good);
             }
-            self.fail_undecodable(conn, &req.worker, &bad).await?;
+            self.fail_undecodable(conn, req.worker.as_str(), &bad)
+                .await?;
             if !good.is_empty() {
                 return Ok(good);
             }
@@ -543,7 +545,14 @@ impl<E: PgEvent> FetchPending for PgEventStore<E> {
             .fetch_all(&mut *conn)
             .await
             .op("fetch_pending")?;
-        self.decode(&rows)
+        // As in the claim: a row that cannot be decoded is failed and dead-lettered (while
+        // it is still unleased) and left out, so that it stops heading its key and the
+        // optimistic fetch does not return the same bad row on every call.
+        let (good, bad) = decode_each(&rows, &self.read_limits)?;
+        if !bad.is_empty() {
+            self.fail_undecodable(conn, "", &bad).await?;
+        }
+        Ok(good)
     }
 }
 

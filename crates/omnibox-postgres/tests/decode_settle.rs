@@ -187,6 +187,19 @@ async fn events_decode_by_column_name_whatever_the_table_column_order() {
     }
 }
 
+/// Lock `id` by id (a read that returns the row to the caller) in a transaction that is
+/// rolled back, and return the decode error it reports.
+async fn read_by_id(db: &TestDb, store: &PgOutboxStore, id: Uuid) -> StoreError {
+    let mut tx = db.pool.begin().await.unwrap();
+    let err = store
+        .try_lock(&mut tx, id, &worker("w"), TimeDelta::seconds(30), true)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    tx.rollback().await.unwrap();
+    err
+}
+
 #[tokio::test]
 async fn rows_that_are_not_valid_events_are_reported_not_returned() {
     let (db, cfg) = TestDb::migrated(false).await;
@@ -205,10 +218,7 @@ async fn rows_that_are_not_valid_events_are_reported_not_returned() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let err = store
-        .fetch_pending(&mut conn, &Filters::none(), 10)
-        .await
-        .unwrap_err();
+    let err = read_by_id(&db, &store, e.id()).await;
     assert!(
         matches!(&err, StoreError::InvalidRow { id, source: ValidationError::PayloadNotObject { .. } } if *id == e.id()),
         "{err:?}"
@@ -219,10 +229,7 @@ async fn rows_that_are_not_valid_events_are_reported_not_returned() {
     .execute(&mut *conn)
     .await
     .unwrap();
-    let err = store
-        .fetch_pending(&mut conn, &Filters::none(), 10)
-        .await
-        .unwrap_err();
+    let err = read_by_id(&db, &store, e.id()).await;
     assert!(
         matches!(&err, StoreError::InvalidRow { id, .. } if *id == e.id()),
         "{err:?}"
@@ -231,10 +238,7 @@ async fn rows_that_are_not_valid_events_are_reported_not_returned() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let err = store
-        .fetch_pending(&mut conn, &Filters::none(), 10)
-        .await
-        .unwrap_err();
+    let err = read_by_id(&db, &store, e.id()).await;
     assert!(
         matches!(
             &err,

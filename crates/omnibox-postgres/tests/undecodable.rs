@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use common::{TestDb, outbox_at};
 use omnibox_core::memory::MemoryBroker;
 use omnibox_core::model::{Event, Limits, OutboxEvent};
+use omnibox_core::pipeline::{FetchStrategy, Optimistic};
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::store::ClaimEvents;
 use omnibox_core::store::ClaimRequest;
@@ -224,4 +225,99 @@ async fn failing_an_undecodable_row_joins_the_claims_transaction() {
     let letters = store.list_dead_letters(&mut conn, 10, 0).await.unwrap();
     assert_eq!(letters.len(), 1);
     assert!(letters[0].error.contains("payload"), "{}", letters[0].error);
+}
+
+/// The optimistic fetch (`fetch_pending` then `try_lock`): an undecodable row at the head of
+/// its key is failed and dead-lettered instead of failing every fetch, the other keys are
+/// leased, and the bad key's next event becomes fetchable. Plain and partitioned tables.
+async fn optimistic_fetch_skips_and_dead_letters_an_undecodable_head(partitioned: bool) {
+    let (db, cfg) = TestDb::migrated(partitioned).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let table = store.names().qualified.clone();
+    let bad = outbox_at(TOPIC, "bad", 0);
+    let behind_bad = outbox_at(TOPIC, "bad", 100);
+    let good = outbox_at(TOPIC, "good", 1);
+    let mut conn = db.pool.acquire().await.unwrap();
+    store
+        .enqueue_many(&mut conn, &[bad.clone(), behind_bad.clone(), good.clone()])
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET headers = '{{\"retries\": 3}}' WHERE id = $1"
+    )))
+    .bind(bad.id())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let req = ClaimRequest::new(WorkerId::new("w").unwrap(), 10);
+    let ids = |v: &[OutboxEvent]| {
+        let mut ids: Vec<Uuid> = v.iter().map(Event::id).collect();
+        ids.sort();
+        ids
+    };
+
+    let mut tx = db.pool.begin().await.unwrap();
+    let first = Optimistic.fetch(&store, &mut tx, &req).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids(&first), vec![good.id()]);
+    let mut tx = db.pool.begin().await.unwrap();
+    let second = Optimistic.fetch(&store, &mut tx, &req).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(ids(&second), vec![behind_bad.id()]);
+
+    let (status, last_error): (String, String) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT status, last_error FROM {table} WHERE id = $1"
+    )))
+    .bind(bad.id())
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(status, "failed");
+    assert!(
+        last_error.contains("header values must be strings"),
+        "{last_error}"
+    );
+    let letters = store.list_dead_letters(&mut conn, 10, 0).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert_eq!(letters[0].event_id, Some(bad.id()));
+}
+
+#[tokio::test]
+async fn optimistic_fetch_dead_letters_an_undecodable_head_plain() {
+    optimistic_fetch_skips_and_dead_letters_an_undecodable_head(false).await;
+}
+
+#[tokio::test]
+async fn optimistic_fetch_dead_letters_an_undecodable_head_partitioned() {
+    optimistic_fetch_skips_and_dead_letters_an_undecodable_head(true).await;
+}
+
+/// A leased row is not the optimistic fetch's to fail: `fetch_pending` reads only unleased
+/// rows, and the fence refuses a row leased in between (here: leased before the fetch).
+#[tokio::test]
+async fn optimistic_fetch_leaves_a_leased_undecodable_row_to_its_lease_holder() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let table = store.names().qualified.clone();
+    let bad = outbox_at(TOPIC, "bad", 0);
+    let mut conn = db.pool.acquire().await.unwrap();
+    store.enqueue(&mut conn, &bad).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "UPDATE {table} SET payload = '[1]', locked_at = now(), locked_by = 'other' WHERE id = $1"
+    )))
+    .bind(bad.id())
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let req = ClaimRequest::new(WorkerId::new("w").unwrap(), 10);
+    let got = Optimistic.fetch(&store, &mut conn, &req).await.unwrap();
+    assert!(got.is_empty());
+    let status: String = sqlx::query_scalar(AssertSqlSafe(format!(
+        "SELECT status FROM {table} WHERE id = $1"
+    )))
+    .bind(bad.id())
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(status, "pending");
 }
