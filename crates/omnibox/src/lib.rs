@@ -12,7 +12,8 @@
 //!
 //! ## Quickstart: PostgreSQL outbox → RabbitMQ
 //!
-//! With `omnibox = { version = "0.1", features = ["postgres", "rabbitmq"] }`:
+//! With `omnibox-rs = { version = "0.1", features = ["postgres", "rabbitmq"] }` (the package
+//! is `omnibox-rs`; the library is `omnibox`):
 //!
 //! ```no_run
 //! # #[cfg(all(feature = "postgres", feature = "rabbitmq"))]
