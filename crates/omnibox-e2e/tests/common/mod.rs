@@ -326,7 +326,7 @@ impl Handler<InboxEvent, PgConnection> for RecordEffect {
         .bind(&event.message_id)
         .execute(conn)
         .await
-        .map_err(|e| HandlerError::transient(e.to_string()))?;
+        .map_err(|e| HandlerError::from(omnibox_postgres::classify("handler write", e)))?;
         Ok(HandlerOutcome::Completed)
     }
 }
