@@ -20,11 +20,13 @@ use crate::headers::to_field_table;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RoutingMode {
-    /// Exchange = the event's topic, routing key = its partition key (default). Bind queues
-    /// to the exchange (e.g. a `direct` or `topic` exchange per topic, or `fanout`).
+    /// Exchange = the event's topic, routing key = its partition key. Declare an exchange
+    /// per topic and bind queues to it (e.g. a `direct` or `topic` exchange, or `fanout`).
     TopicAsExchange,
     /// One fixed exchange, routing key = the event's topic. `FixedExchange(String::new())`
-    /// is the default exchange: the topic names the destination queue.
+    /// is RabbitMQ's default exchange: the topic names the destination queue. That is the
+    /// default of [`PublisherOptions`], so a declared queue named like the topic is all a
+    /// first publish needs.
     FixedExchange(String),
 }
 
@@ -32,7 +34,10 @@ pub enum RoutingMode {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PublisherOptions {
-    /// Exchange and routing key selection (default [`RoutingMode::TopicAsExchange`]).
+    /// Exchange and routing key selection (default `RoutingMode::FixedExchange("")`: the
+    /// default exchange, the topic names the queue). An exchange that does not exist, or a
+    /// message no queue is bound for, is a permanent error (it spends an attempt): declare
+    /// the topology before the relay publishes.
     pub routing: RoutingMode,
     /// Publish with `mandatory`, so an unroutable message comes back (`basic.return`) and
     /// is reported as a permanent error instead of being dropped silently (default `true`).
@@ -48,7 +53,7 @@ pub struct PublisherOptions {
 impl Default for PublisherOptions {
     fn default() -> Self {
         Self {
-            routing: RoutingMode::TopicAsExchange,
+            routing: RoutingMode::FixedExchange(String::new()),
             mandatory: true,
             persistent: true,
             confirm_timeout: Duration::from_secs(30),

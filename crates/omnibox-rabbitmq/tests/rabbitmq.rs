@@ -217,7 +217,8 @@ async fn topic_as_exchange_routes_by_partition_key() {
         )
         .await
         .unwrap();
-    let publisher = RabbitPublisher::new(fx.conn.clone()); // default: TopicAsExchange
+    let publisher = RabbitPublisher::new(fx.conn.clone())
+        .with_options(PublisherOptions::default().routing(RoutingMode::TopicAsExchange));
     within(publisher.publish(&event(&ex, "customer-7")))
         .await
         .unwrap();
@@ -233,11 +234,31 @@ async fn topic_as_exchange_routes_by_partition_key() {
     fx.cleanup().await;
 }
 
+/// The default routing needs nothing but a queue named like the topic (RabbitMQ's default
+/// exchange): a first-time user's setup publishes on the first try.
+#[tokio::test]
+async fn the_default_routing_reaches_a_queue_named_by_the_topic() {
+    let mut fx = Fixture::new().await;
+    let q = fx.queue("plain", FieldTable::default()).await;
+    let publisher = RabbitPublisher::new(fx.conn.clone());
+    within(publisher.publish(&event(&q, "customer-7")))
+        .await
+        .unwrap();
+    let msg = fx
+        .get(&q)
+        .await
+        .expect("routed to the queue named by the topic");
+    assert_eq!(msg.delivery.routing_key.as_str(), q);
+    assert_eq!(msg.delivery.exchange.as_str(), "");
+    fx.cleanup().await;
+}
+
 #[tokio::test]
 async fn unknown_exchange_is_permanent_and_the_publisher_recovers() {
     let mut fx = Fixture::new().await;
     let q = fx.queue("after", FieldTable::default()).await;
-    let publisher = RabbitPublisher::new(fx.conn.clone());
+    let publisher = RabbitPublisher::new(fx.conn.clone())
+        .with_options(PublisherOptions::default().routing(RoutingMode::TopicAsExchange));
     let err = within(publisher.publish(&event(&unique("missing"), "k")))
         .await
         .unwrap_err();
@@ -271,7 +292,8 @@ async fn batch_reports_one_outcome_per_event_and_spares_neighbours() {
         )
         .await
         .unwrap();
-    let publisher = RabbitPublisher::new(fx.conn.clone());
+    let publisher = RabbitPublisher::new(fx.conn.clone())
+        .with_options(PublisherOptions::default().routing(RoutingMode::TopicAsExchange));
     let missing = unique("missing");
     let events = vec![
         event(&ex, "k"),
