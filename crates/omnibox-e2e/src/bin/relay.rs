@@ -18,7 +18,7 @@ use omnibox_core::relay::OutboxRelay;
 use omnibox_core::worker::RelayWorker;
 use omnibox_core::{Shutdown, WorkerId};
 use omnibox_postgres::{PgDatabase, PgOutboxStore, PgStoreConfig};
-use omnibox_rabbitmq::{PublisherOptions, RabbitPublisher, RoutingMode, lapin};
+use omnibox_rabbitmq::{PublisherOptions, RabbitConnector, RabbitPublisher, RoutingMode, lapin};
 use tokio::signal::unix::{SignalKind, signal};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,9 +76,8 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     let config = PgStoreConfig::new().schema(schema.as_str());
     let outbox = PgOutboxStore::new(&config)?;
-    let amqp =
-        lapin::Connection::connect(&env("AMQP_URL")?, lapin::ConnectionProperties::default())
-            .await?;
+    // A reconnecting connection: a production relay must survive the broker closing it.
+    let amqp = RabbitConnector::from_uri(env("AMQP_URL")?, lapin::ConnectionProperties::default());
     let publisher = RabbitPublisher::new(amqp).with_options(
         PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
     );
