@@ -1,6 +1,7 @@
-//! RabbitMQ: relay outbox events through a topic exchange (the publisher's default routing:
-//! exchange = the event's topic, routing key = its partition key) and consume them from a
-//! bound queue into the PostgreSQL inbox.
+//! RabbitMQ: relay outbox events through a topic exchange (`RoutingMode::TopicAsExchange`:
+//! exchange = the event's topic, routing key = its partition key; the default routing is the
+//! default exchange, where the topic names a queue) and consume them from a bound queue into
+//! the PostgreSQL inbox.
 //!
 //! Run: `cargo run -p omnibox-examples --example rabbitmq` (DATABASE_URL, AMQP_URL).
 
@@ -9,7 +10,9 @@ use omnibox::rabbitmq::lapin::options::{
 };
 use omnibox::rabbitmq::lapin::types::FieldTable;
 use omnibox::rabbitmq::lapin::{Connection, ExchangeKind};
-use omnibox::rabbitmq::{ConsumerOptions, RabbitConsumer, RabbitPublisher};
+use omnibox::rabbitmq::{
+    ConsumerOptions, PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode,
+};
 use omnibox_examples::{Demo, Result, rabbit, relay_and_consume, unique_name};
 
 #[tokio::main]
@@ -66,7 +69,8 @@ async fn run(demo: &Demo, conn: &Connection, exchange: &str, queue: &str) -> Res
 
     // Publisher confirms: publish returns only after the broker took the message. Both
     // reconnect (with backoff) when the broker closes their connection.
-    let publisher = RabbitPublisher::new(rabbit::connector("omnibox-example-relay"));
+    let publisher = RabbitPublisher::new(rabbit::connector("omnibox-example-relay"))
+        .with_options(PublisherOptions::default().routing(RoutingMode::TopicAsExchange));
     let consumer = RabbitConsumer::new(rabbit::connector("omnibox-example-inbox"), queue)
         .with_options(ConsumerOptions::default().prefetch(16));
     let inbox = relay_and_consume(demo, exchange, publisher, consumer, 6).await?;
