@@ -108,7 +108,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         .build()?;
     println!("2. relay with steps TenantFilter([acme, globex]) → BatchCap(2) → publish");
     let db = PgDatabase::new(demo.pool.clone());
-    let worker = WorkerId::new("relay-1")?;
+    let worker = WorkerId::generate("relay")?;
     for batch in 1..=10 {
         let r = relay.publish_batch(&db, &worker, &Shutdown::new()).await?;
         if r.claimed == 0 {

@@ -472,7 +472,7 @@ where
         .lease_ttl(chrono::TimeDelta::seconds(60))
         .build()?;
     let mut relay_worker =
-        RelayWorker::builder(relay, db.clone(), omnibox::WorkerId::new("relay-1")?)
+        RelayWorker::builder(relay, db.clone(), omnibox::WorkerId::generate("relay")?)
             .poll_interval(Duration::from_millis(200))
             .build()?;
     let runner = InboxRunner::builder(consumer, db, demo.inbox.clone(), "loyalty")

@@ -152,7 +152,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str, listen: SocketAddr) ->
         .build()?;
     let db = PgDatabase::new(demo.pool.clone());
     let r = relay
-        .publish_batch(&db, &WorkerId::new("relay-1")?, &Shutdown::new())
+        .publish_batch(&db, &WorkerId::generate("relay")?, &Shutdown::new())
         .await?;
     println!("   relay published {} event(s)", r.completed.len());
 

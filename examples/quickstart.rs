@@ -77,7 +77,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         .build()?;
     let wakeup = Wakeup::connect(&demo.pool, &demo.config, POLL).await?;
     let listening = wakeup.is_listening();
-    let mut relay_worker = RelayWorker::builder(relay, db.clone(), WorkerId::new("relay-1")?)
+    let mut relay_worker = RelayWorker::builder(relay, db.clone(), WorkerId::generate("relay")?)
         .poll_interval(POLL)
         .wakeup(wakeup)
         .build()?;

@@ -86,7 +86,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         .lease_ttl(TimeDelta::seconds(60))
         .build()?;
     let db = PgDatabase::new(demo.pool.clone());
-    let worker = WorkerId::new("relay-1")?;
+    let worker = WorkerId::generate("relay")?;
     let mut published = 0;
     // One event per (topic, partition key) per claim: three batches keep their order.
     while published < 3 {

@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let relay = OutboxRelay::builder(outbox.clone(), broker.clone())
         .step_before(BlockType("order.audit"))
         .build()?;
-    let worker = WorkerId::new("relay-1")?;
+    let worker = WorkerId::generate("relay")?;
     let batch = relay
         .publish_batch(&producer_db, &worker, &Shutdown::new())
         .await?;

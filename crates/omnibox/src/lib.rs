@@ -43,7 +43,7 @@
 //! // A relay worker publishes committed events (a reconnecting RabbitMQ connection).
 //! let rabbit = RabbitConnector::from_uri("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default());
 //! let relay = OutboxRelay::builder(outbox, RabbitPublisher::new(rabbit)).build()?;
-//! let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool), WorkerId::new("relay-1")?)
+//! let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool), WorkerId::generate("relay")?)
 //!     .build()?;
 //! let shutdown = Shutdown::new();
 //! let summary = worker.run(&shutdown).await; // until `shutdown.trigger()`
