@@ -270,6 +270,23 @@ pub enum StoreError {
     /// A request to the store is invalid (limit of zero, duplicate ids, ...).
     #[error("invalid store request: {0}")]
     InvalidRequest(String),
+    /// The transaction's isolation level cannot keep the store's guarantee: a keyed insert
+    /// (idempotency key, inbox `(message_id, consumer_group)`) into a table that dedups by
+    /// lock-then-check instead of a unique index is only correct at READ COMMITTED, where
+    /// the check sees rows committed while it waited for the lock. Permanent: run that
+    /// transaction at READ COMMITTED.
+    #[error(
+        "a keyed insert into {table} needs READ COMMITTED, but the transaction runs at {level}: \
+         {table} dedups with a lock and a check, which cannot see rows committed after a \
+         {level} snapshot; start the transaction with `BEGIN ISOLATION LEVEL READ COMMITTED` \
+         (or `SET TRANSACTION ISOLATION LEVEL READ COMMITTED` as its first statement)"
+    )]
+    UnsupportedIsolation {
+        /// The table (qualified name).
+        table: String,
+        /// The transaction's isolation level, as the database reports it.
+        level: String,
+    },
     /// Any other storage failure.
     #[error("storage operation `{operation}` failed: {message}")]
     Other {

@@ -9,6 +9,10 @@ use crate::error::ResultExt;
 /// A pool the application owns, seen as core [`Transactions`] (for the pipeline and the
 /// services). Cloning is cheap.
 ///
+/// Every transaction it begins runs at **READ COMMITTED**, whatever the pool's or role's
+/// `default_transaction_isolation`: the claim, the settle and partitioned-table dedup are
+/// written for it.
+///
 /// # Pool settings for relays and inbox workers
 ///
 /// By default sqlx pings every connection when it leaves the pool
@@ -61,7 +65,12 @@ impl Transactions for PgDatabase {
     type Tx = Transaction<'static, Postgres>;
 
     async fn begin(&self) -> Result<Self::Tx, StoreError> {
-        self.pool.begin().await.op("begin")
+        // Explicit, so a pool or role whose default is REPEATABLE READ or SERIALIZABLE does
+        // not break partitioned-table dedup (see `isolation.rs`).
+        self.pool
+            .begin_with(crate::isolation::BEGIN_READ_COMMITTED)
+            .await
+            .op("begin")
     }
 
     async fn commit(&self, tx: Self::Tx) -> Result<(), StoreError> {

@@ -129,6 +129,7 @@ mod ddl;
 pub mod dead_letters;
 mod error;
 mod ident;
+mod isolation;
 mod migrate;
 pub mod partition;
 mod row;

@@ -122,8 +122,8 @@ impl Statements {
         ));
         // Same keys as the reference, so a Python writer and a Rust writer exclude each other.
         let advisory_lock = arc(match kind {
-            EventKind::Outbox => "SELECT count(pg_advisory_xact_lock(hashtext($1), hashtext(k))) FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS u(k) ORDER BY k) AS s".to_owned(),
-            EventKind::Inbox => "SELECT count(pg_advisory_xact_lock(hashtext(m), hashtext(g))) FROM (SELECT DISTINCT m, g FROM unnest($1::text[], $2::text[]) AS u(m, g) ORDER BY m, g) AS s".to_owned(),
+            EventKind::Outbox => "SELECT count(pg_advisory_xact_lock(hashtext($1), hashtext(k))) AS locked, current_setting('transaction_isolation') AS isolation FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS u(k) ORDER BY k) AS s".to_owned(),
+            EventKind::Inbox => "SELECT count(pg_advisory_xact_lock(hashtext(m), hashtext(g))) AS locked, current_setting('transaction_isolation') AS isolation FROM (SELECT DISTINCT m, g FROM unnest($1::text[], $2::text[]) AS u(m, g) ORDER BY m, g) AS s".to_owned(),
         });
         let lookup_by_key = arc(match kind {
             EventKind::Outbox => format!(

@@ -261,7 +261,8 @@ impl<E: PgEvent> PgEventStore<E> {
         if guarded {
             // Partitioned tables cannot enforce the dedup key across partitions: serialise
             // writers of the same key with the reference's advisory lock, then insert only
-            // keys that do not exist yet.
+            // keys that do not exist yet. Correct only at READ COMMITTED: the same statement
+            // reads the isolation level, and a higher one is refused (`isolation.rs`).
             let keyed: Vec<&(String, String)> = identities.iter().flatten().collect();
             let q = self.query(&self.sql.advisory_lock);
             let q = match E::KIND {
@@ -272,7 +273,9 @@ impl<E: PgEvent> PgEventStore<E> {
                     .bind(keyed.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
                     .bind(keyed.iter().map(|k| k.1.clone()).collect::<Vec<_>>()),
             };
-            q.execute(&mut *conn).await.op("insert (advisory lock)")?;
+            let row = q.fetch_one(&mut *conn).await.op("insert (advisory lock)")?;
+            let level: String = row.try_get("isolation").op("insert (advisory lock)")?;
+            crate::isolation::check_keyed_insert(&self.names().qualified, &level)?;
         }
         let sql = if guarded {
             &self.sql.insert_guarded
