@@ -374,6 +374,44 @@ impl<E: PgEvent> PgEventStore<E> {
     /// idempotency key is `Ok(Inserted::Duplicate(stored))` and leaves the transaction
     /// usable. With a notify channel configured, listeners are woken when the transaction
     /// commits (never on rollback).
+    ///
+    /// **Isolation.** On a plain table any isolation level keeps one row per idempotency
+    /// key (a unique index decides; above READ COMMITTED a racing second writer may get a
+    /// serialization failure, [`StoreError::Contention`], which is transient). On a
+    /// partitioned table a keyed event needs a READ COMMITTED transaction; above it the
+    /// call fails with [`StoreError::UnsupportedIsolation`] rather than risk storing the
+    /// key twice.
+    ///
+    /// **Order.** The relay publishes one key's events in `created_at` order (the time the
+    /// event was built), not in commit order: two transactions that enqueue for one
+    /// `(topic, partition_key)` and commit in the opposite order of their timestamps are
+    /// published in timestamp order, and the later-built one may even be published first
+    /// when it commits first and is relayed before the other commits. Where one key's
+    /// events must follow its commits, serialise the writers of that key: lock the
+    /// aggregate's row first, then build and enqueue the event.
+    ///
+    /// ```no_run
+    /// # async fn place(pool: sqlx::PgPool, outbox: omnibox_postgres::PgOutboxStore, order: uuid::Uuid)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use omnibox_core::OutboxEvent;
+    ///
+    /// let mut tx = pool.begin().await?;
+    /// // Writers of this order queue up here, so their events' timestamps follow commits.
+    /// sqlx::query("SELECT 1 FROM orders WHERE id = $1 FOR UPDATE")
+    ///     .bind(order)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// sqlx::query("UPDATE orders SET status = 'paid' WHERE id = $1")
+    ///     .bind(order)
+    ///     .execute(&mut *tx)
+    ///     .await?;
+    /// let event = OutboxEvent::builder("order", order, "order.paid", "orders", order.to_string())
+    ///     .payload(serde_json::json!({ "order": order }))
+    ///     .build()?; // `created_at` is taken now, after the lock
+    /// outbox.enqueue(&mut tx, &event).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn enqueue(
         &self,
         conn: &mut PgConnection,
