@@ -241,6 +241,18 @@ pub enum StoreError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The database refused a value it cannot store (PostgreSQL SQLSTATE class 22 — e.g. a
+    /// `\u0000` in JSON, a NUL byte in text, a value too long — or a NOT NULL / CHECK
+    /// violation). Permanent: the same data is refused on every retry, so it must be
+    /// dead-lettered, not retried as if the database were down.
+    #[error("storage refused the data: {message}")]
+    Data {
+        /// What happened.
+        message: String,
+        /// The client error.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// A constraint was violated.
     #[error("storage integrity violation: {message}")]
     Integrity {

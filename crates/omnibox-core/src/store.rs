@@ -392,8 +392,14 @@ pub struct DeadLetter {
     pub route: Option<String>,
     /// Broker message id (inbox), when known.
     pub message_id: Option<String>,
-    /// The body as received (lossy UTF-8 for a malformed message) or the payload as JSON.
+    /// The body as received (for a malformed message: UTF-8 with invalid sequences and NUL
+    /// characters replaced by U+FFFD) or the payload as JSON text. The exact bytes are
+    /// [`DeadLetter::original_body`].
     pub body: String,
+    /// The exact bytes received, when [`body`](Self::body) is not an exact copy (a body
+    /// that is not valid UTF-8 or holds a NUL character, which a text column cannot keep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_bytes: Option<Vec<u8>>,
     /// Headers.
     pub headers: Option<Headers>,
     /// Why it was dead-lettered.
@@ -418,6 +424,7 @@ impl DeadLetter {
                 .downcast_ref::<InboxEvent>()
                 .map(|e| e.message_id.clone()),
             body: serde_json::Value::Object(c.payload.clone()).to_string(),
+            body_bytes: None,
             headers: c.headers.clone(),
             error: error.to_owned(),
             attempts: c.attempts_made,
@@ -434,13 +441,28 @@ impl DeadLetter {
             event_type: None,
             route: Some(msg.source.clone()),
             message_id: msg.message_id.clone(),
-            body: String::from_utf8_lossy(&msg.body).into_owned(),
+            body: text_of(&msg.body),
+            body_bytes: (std::str::from_utf8(&msg.body).is_err() || msg.body.contains(&0))
+                .then(|| msg.body.clone()),
             headers: (!msg.headers.is_empty()).then(|| msg.headers.clone()),
             error: msg.error.to_string(),
             attempts: 0,
             created_at: now,
         }
     }
+}
+
+impl DeadLetter {
+    /// The body exactly as it was received: [`body_bytes`](Self::body_bytes) when the text
+    /// form is not exact, else the text's bytes.
+    pub fn original_body(&self) -> &[u8] {
+        self.body_bytes.as_deref().unwrap_or(self.body.as_bytes())
+    }
+}
+
+/// `bytes` as text a database text column accepts: invalid UTF-8 and NUL become U+FFFD.
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
 }
 
 /// Keep dead letters (terminal failures and malformed messages).

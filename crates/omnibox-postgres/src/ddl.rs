@@ -48,7 +48,26 @@ pub fn migrations(tables: &Tables) -> Vec<Migration> {
             sql: claim_indexes_v3(t),
         });
     }
+    for t in [&tables.outbox, &tables.inbox] {
+        out.push(Migration {
+            table: t.table.as_str().to_owned(),
+            version: 4,
+            description: "dead letters keep bodies and headers that text and jsonb cannot hold",
+            sql: lossless_dead_letters_v4(t),
+        });
+    }
     out
+}
+
+/// Version 4: a body that is not valid UTF-8 or holds a NUL (binary payloads) cannot be kept
+/// in `body TEXT`, and a header with a NUL cannot be kept in `headers JSONB`: the exact bytes
+/// go to `body_bytes`, the headers as JSON text to `headers_text`. Nullable, so rows written
+/// by omni-box (which knows neither column) stay valid.
+fn lossless_dead_letters_v4(t: &TableNames) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS body_bytes BYTEA, ADD COLUMN IF NOT EXISTS headers_text TEXT;\n",
+        t.dead_letters
+    )
 }
 
 /// Version 3: the claim orders by `(scheduled_at, created_at, id)` and the outbox's per-key

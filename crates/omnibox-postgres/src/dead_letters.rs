@@ -66,7 +66,14 @@ fn selector_clause(sel: &DeadLetterSelector) -> (&'static str, Option<Vec<Uuid>>
 fn letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
     let op = "list dead letters";
     let headers: Option<serde_json::Value> = row.try_get("headers").op(op)?;
-    let headers: Option<Headers> = headers.and_then(|v| serde_json::from_value(v).ok());
+    // Headers jsonb could not hold (a NUL) are kept as JSON text (migration v4).
+    let headers_text: Option<String> = row.try_get("headers_text").op(op)?;
+    let headers: Option<Headers> = match (headers, headers_text) {
+        (Some(v), _) => serde_json::from_value(v).ok(),
+        (None, Some(t)) => serde_json::from_str(&t).ok(),
+        (None, None) => None,
+    };
+    let body_bytes: Option<Vec<u8>> = row.try_get("body_bytes").op(op)?;
     let attempts: i32 = row.try_get("attempts").op(op)?;
     let id: Uuid = row.try_get("id").op(op)?;
     let event_id: Option<Uuid> = row.try_get("event_id").op(op)?;
@@ -80,6 +87,7 @@ fn letter_from_row(row: &PgRow) -> Result<DeadLetter, StoreError> {
         "route": row.try_get::<Option<String>, _>("route").op(op)?,
         "message_id": row.try_get::<Option<String>, _>("message_id").op(op)?,
         "body": row.try_get::<String, _>("body").op(op)?,
+        "body_bytes": body_bytes,
         "headers": headers.filter(|h| !h.is_empty()),
         "error": row.try_get::<String, _>("error").op(op)?,
         "attempts": u32::try_from(attempts).unwrap_or(0),

@@ -2,7 +2,10 @@
 //!
 //! Connection, I/O, TLS and pool failures are `Connection` (transient); a cancelled
 //! statement (`57014`, e.g. `statement_timeout`) is `Timeout` (transient); class `23`
-//! (integrity constraint violation) is `Integrity`; serialization failures, deadlocks and
+//! (integrity constraint violation) is `Integrity`, except NOT NULL and CHECK violations
+//! (`23502`, `23514`), which like class `22` (data exception: a `\u0000` in jsonb, a NUL
+//! byte in text, a value too long) are `Data` (permanent: the same value is refused on
+//! every retry); serialization failures, deadlocks and
 //! unavailable locks (`40001`, `40P01`, `55P03`) are `Contention` (transient); class `53`
 //! (insufficient resources, e.g. too many connections) is `Connection`; everything else is
 //! `Other`. Messages
@@ -39,6 +42,13 @@ pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {
             } else if code == "40001" || code == "40P01" || code == "55P03" {
                 // serialization failure, deadlock detected, lock not available
                 StoreError::Contention {
+                    message,
+                    source: Some(Box::new(err)),
+                }
+            } else if code.starts_with("22") || code == "23502" || code == "23514" {
+                // data exception (a `\u0000` in jsonb, a NUL in text, a value too long),
+                // NOT NULL or CHECK violation: the same data is refused every time
+                StoreError::Data {
                     message,
                     source: Some(Box::new(err)),
                 }

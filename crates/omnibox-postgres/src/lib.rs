@@ -126,6 +126,7 @@ mod config;
 mod core_wakeup;
 mod database;
 mod ddl;
+mod dead_letter_columns;
 pub mod dead_letters;
 mod error;
 mod ident;

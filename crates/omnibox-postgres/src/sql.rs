@@ -326,8 +326,8 @@ impl Statements {
             "SELECT id FROM {q} WHERE message_id = $1 AND consumer_group = $2 AND status = 'completed' AND id <> $3 LIMIT 1"
         ));
         let dead_letter = arc(format!(
-            "INSERT INTO {} (id, event_id, kind, event_type, route, message_id, body, headers, error, attempts, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO {} (id, event_id, kind, event_type, route, message_id, body, headers, error, attempts, created_at, body_bytes, headers_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13) ON CONFLICT (id) DO NOTHING",
             t.dead_letters
         ));
         Self {

@@ -20,6 +20,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Row};
 use uuid::Uuid;
 
 use crate::config::{CompletionMode, PgStoreConfig, TableNames, Tables};
+use crate::dead_letter_columns::{DeadLetterColumns, text};
 use crate::error::ResultExt;
 use crate::row::{
     PgEvent, PgQuery, Undecodable, bind_common, decode_each, decode_rows, read_limits,
@@ -882,22 +883,21 @@ impl<E: PgEvent> DeadLetterStore for PgEventStore<E> {
         conn: &mut PgConnection,
         letter: &DeadLetter,
     ) -> Result<(), StoreError> {
-        let headers = letter
-            .headers
-            .as_ref()
-            .map(|h| serde_json::to_string(h).unwrap_or_else(|_| "{}".to_owned()));
+        let columns = DeadLetterColumns::of(letter);
         self.query(&self.sql.dead_letter)
             .bind(letter.id)
             .bind(letter.event_id)
-            .bind(letter.kind.clone())
-            .bind(letter.event_type.clone())
-            .bind(letter.route.clone())
-            .bind(letter.message_id.clone())
-            .bind(letter.body.clone())
-            .bind(headers)
-            .bind(letter.error.clone())
+            .bind(text(&letter.kind))
+            .bind(letter.event_type.as_deref().map(text))
+            .bind(letter.route.as_deref().map(text))
+            .bind(letter.message_id.as_deref().map(text))
+            .bind(columns.body)
+            .bind(columns.headers_jsonb)
+            .bind(text(&letter.error))
             .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
             .bind(letter.created_at)
+            .bind(columns.body_bytes)
+            .bind(columns.headers_text)
             .execute(&mut *conn)
             .await
             .op("dead_letter")?;

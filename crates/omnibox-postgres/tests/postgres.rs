@@ -61,6 +61,8 @@ async fn migrate_is_idempotent_and_keeps_its_own_history() {
             ("inbox_events", 2),
             ("outbox_events", 3),
             ("inbox_events", 3),
+            ("outbox_events", 4),
+            ("inbox_events", 4),
         ]
     );
     assert!(migrate(&db.pool, &cfg).await.unwrap().is_empty());
@@ -156,7 +158,7 @@ async fn migrate_upgrades_a_v2_database_to_v3_claim_indexes_under_the_same_names
 
         let applied = migrate(&db.pool, &cfg).await.unwrap();
         let versions: Vec<_> = applied.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [3, 3], "partitioned={partitioned}");
+        assert_eq!(versions, [3, 3, 4, 4], "partitioned={partitioned}");
         assert!(migrate(&db.pool, &cfg).await.unwrap().is_empty());
 
         let after = claim_indexes(&db.pool, &db.schema).await;

@@ -11,7 +11,7 @@ use super::strategy::AckStrategy;
 use crate::consumer::{
     AckHandle, Consumer, Delivery, IncomingMessage, MalformedMessage, Redelivery,
 };
-use crate::error::{EnvelopeError, Error, StoreError};
+use crate::error::{EnvelopeError, Error, FailureKind, StoreError};
 use crate::handler::Handler;
 use crate::metrics::{Metric, SkipReason};
 use crate::model::limits::NAME_MAX;
@@ -324,23 +324,47 @@ where
     async fn handle_malformed(
         &self,
         malformed: Box<MalformedMessage>,
-        mut slot: AckSlot<C::Ack>,
+        slot: AckSlot<C::Ack>,
     ) -> Result<ConsumeOutcome, Error> {
-        let mut out = ConsumeOutcome::new(malformed.message_id.clone(), None);
+        let out = ConsumeOutcome::new(malformed.message_id.clone(), None);
         tracing::warn!(job = %self.cfg.job, message_id = ?malformed.message_id, source = %malformed.source, error = %malformed.error, "malformed message");
         let letter = DeadLetter::from_malformed(&malformed, self.cfg.clock.now());
+        self.settle_poison(letter, slot, out, "malformed").await
+    }
+
+    /// A message that can never be stored as an inbox event: write its dead letter in its
+    /// own transaction, then acknowledge. While the database is unreachable (a transient
+    /// error) the message is handed back and retried. If the store refuses even the dead
+    /// letter for good (a permanent error; the PostgreSQL store keeps any body and headers
+    /// losslessly, so this means a misconfigured table), the message is logged in full at
+    /// error level and acknowledged: handing it back would redeliver it forever and block
+    /// everything behind it.
+    async fn settle_poison(
+        &self,
+        letter: DeadLetter,
+        mut slot: AckSlot<C::Ack>,
+        mut out: ConsumeOutcome,
+        event_type: &str,
+    ) -> Result<ConsumeOutcome, Error> {
         match self.write_dead_letter(&letter).await {
             Ok(()) => {
                 self.metric(&Metric::DeadLettered {
                     job: &self.cfg.job,
-                    event_type: "malformed",
+                    event_type,
                 });
                 out.dead_lettered = true;
                 out.acked = self.ack(&mut slot).await?;
                 Ok(out)
             }
+            Err(e) if e.kind() == FailureKind::Permanent => {
+                tracing::error!(job = %self.cfg.job, message_id = ?letter.message_id, route = ?letter.route,
+                    reason = %letter.error, body = ?String::from_utf8_lossy(letter.original_body()),
+                    error = %e, "the store refused the dead letter too: acknowledging the message without a dead letter");
+                out.acked = self.ack(&mut slot).await?;
+                Ok(out)
+            }
             Err(e) => {
-                tracing::error!(job = %self.cfg.job, error = %e, "dead-lettering a malformed message failed");
+                tracing::error!(job = %self.cfg.job, error = %e, "dead-lettering a message failed");
                 self.nack_after_error(&mut slot).await;
                 Err(e.into())
             }
@@ -366,6 +390,18 @@ where
         let mut out = ConsumeOutcome::new(Some(event.message_id.clone()), Some(event.common.id));
         let stored = match self.store_and_handle(&event).await {
             Ok(s) => s,
+            Err(e @ StoreError::Data { .. }) => {
+                // The store refuses this message's data (a `\u0000` in its JSON, a NUL in a
+                // header): it would be refused on every redelivery. Dead-letter it and
+                // acknowledge, so it cannot wedge the partition or loop forever.
+                tracing::error!(job = %self.cfg.job, message_id = %event.message_id, error = %e, "the store refused the message: dead-lettering it");
+                let reason = format!("the inbox refused the message: {e}");
+                let letter = DeadLetter::from_event(&event, &reason, self.cfg.clock.now());
+                out.event_id = None;
+                return self
+                    .settle_poison(letter, slot, out, &event.common.event_type)
+                    .await;
+            }
             Err(e) => {
                 tracing::error!(job = %self.cfg.job, message_id = %event.message_id, error = %e, "storing the message failed");
                 // At most once the message was acknowledged first and is now lost; the

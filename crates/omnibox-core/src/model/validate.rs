@@ -165,7 +165,15 @@ pub fn headers(
 /// Truncate an error message to at most `max_bytes` UTF-8 bytes, appending the
 /// truncation suffix and never splitting a character. Blank input becomes `"unknown error"`.
 pub fn truncate_error(error: &str, max_bytes: usize) -> String {
-    let e = error.trim();
+    // A NUL cannot be stored in a text column (PostgreSQL refuses it): an error message that
+    // quotes the poison it failed on must still be recordable.
+    let cleaned;
+    let e = if error.contains('\0') {
+        cleaned = error.replace('\0', "\u{FFFD}");
+        cleaned.trim()
+    } else {
+        error.trim()
+    };
     if e.is_empty() {
         return "unknown error".to_owned();
     }
