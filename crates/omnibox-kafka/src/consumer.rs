@@ -32,8 +32,10 @@ pub type TrackedStreamConsumer = StreamConsumer<KafkaConsumerContext>;
 ///   commit in flight are folded into the next one.
 /// - [`AckHandle::nack`] seeks the partition back to the record: it and every record after
 ///   it are read again, and handles for those later records become no-ops. Kafka has no
-///   per-record delay, so [`Redelivery::After`] is redelivered as soon as possible (the
-///   inbox runner's own backoff applies).
+///   per-record delay: for [`Redelivery::After`] the partition is also **paused** and
+///   resumed when the delay has passed, so the inbox's retry backoff holds and nothing
+///   behind the record overtakes it, while other partitions keep flowing. The delay is a
+///   lower bound (the record returns with the next fetch after the resume).
 /// - A record that does not parse arrives as `Err(MalformedMessage)` with a handle: dead-letter
 ///   it and acknowledge it to move past it.
 /// - On a rebalance, what is acknowledged contiguously for a revoked partition is committed,
@@ -311,7 +313,7 @@ impl AckHandle for KafkaAck {
         .await
     }
 
-    async fn nack(self, _redelivery: Redelivery) -> Result<(), ConsumeError> {
+    async fn nack(self, redelivery: Redelivery) -> Result<(), ConsumeError> {
         let Self {
             consumer,
             tp,
@@ -319,12 +321,17 @@ impl AckHandle for KafkaAck {
             token,
             seek_timeout,
         } = self;
-        blocking("seek", move || {
+        let delay = match redelivery {
+            Redelivery::After(d) if !d.is_zero() => Some(d),
+            _ => None,
+        };
+        let resume = (Arc::clone(&consumer), tp.clone());
+        let paused = blocking("seek", move || {
             let context = consumer.context();
             let mut tracker = lock(&context.tracker);
             let Some(rewound) = tracker.rewind(&tp, offset, token) else {
                 tracing::debug!(topic = %tp.0, partition = tp.1, offset, "stale nack ignored");
-                return Ok(());
+                return Ok(None);
             };
             // Seek while holding the tracker, so no record read after the seek is mistaken
             // for one read before it.
@@ -341,7 +348,9 @@ impl AckHandle for KafkaAck {
                 Err(e) => Some(consume_error("seek", e)),
             };
             match error {
-                None => Ok(()),
+                // Paused while the tracker is held, so the record is not read again before
+                // its delay (`pause.rs`).
+                None => Ok(delay.and_then(|d| crate::pause::pause(&consumer, &tp).map(|g| (g, d)))),
                 Some(e) => {
                     tracker.undo_rewind(rewound);
                     if e.kind == FailureKind::Permanent {
@@ -351,6 +360,10 @@ impl AckHandle for KafkaAck {
                 }
             }
         })
-        .await
+        .await?;
+        if let Some((generation, delay)) = paused {
+            crate::pause::resume_after(resume.0, resume.1, generation, delay);
+        }
+        Ok(())
     }
 }

@@ -22,6 +22,8 @@ pub struct KafkaConsumerContext {
     pub(crate) tracker: Mutex<Tracker>,
     /// Serialises commits so committed offsets only move forward.
     pub(crate) commit_lock: Mutex<()>,
+    /// Partitions paused by a delayed nack (`pause.rs`).
+    pub(crate) pauses: Mutex<crate::pause::Pauses>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,14 +97,18 @@ impl ConsumerContext for KafkaConsumerContext {
                     ),
                 }
                 let mut tracker = lock(&self.tracker);
+                let mut pauses = lock(&self.pauses);
                 for tp in &revoked {
                     tracker.forget(tp);
+                    pauses.forget(tp);
                 }
             }
             Rebalance::Assign(tpl) => {
                 let mut tracker = lock(&self.tracker);
+                let mut pauses = lock(&self.pauses);
                 for tp in partitions(tpl) {
                     tracker.forget(&tp);
+                    pauses.forget(&tp);
                 }
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Kafka rebalance error"),

@@ -94,6 +94,7 @@ mod consumer;
 mod context;
 pub mod error;
 mod offsets;
+mod pause;
 mod publisher;
 
 pub use consumer::{KafkaAck, KafkaConsumer, TrackedStreamConsumer};
