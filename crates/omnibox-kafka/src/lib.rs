@@ -17,8 +17,13 @@
 //! `schema_version` and trace ids when set, plus the event's own headers such as
 //! `traceparent`).
 //!
-//! Recommended producer settings:
+//! Recommended producer settings ([`KafkaPublisher::from_config`] applies the first two where
+//! you have not set them; see [`producer_config`]):
 //!
+//! - `partitioner=murmur2_random` ([`JAVA_COMPATIBLE_PARTITIONER`]): a key lands on the
+//!   partition the Java and Python clients pick. librdkafka's default (`consistent_random`,
+//!   CRC32) picks another, so a key published by both kinds of client would be split
+//!   across two partitions and lose its order.
 //! - `enable.idempotence=true` and `acks=all`: librdkafka's own retries then neither
 //!   duplicate nor reorder records within a partition, and a delivery report means the
 //!   record is on every in-sync replica. (The outbox relay can still publish an event twice
@@ -99,5 +104,5 @@ mod publisher;
 
 pub use consumer::{KafkaAck, KafkaConsumer, TrackedStreamConsumer};
 pub use context::KafkaConsumerContext;
-pub use publisher::KafkaPublisher;
+pub use publisher::{JAVA_COMPATIBLE_PARTITIONER, KafkaPublisher, producer_config};
 pub use rdkafka;

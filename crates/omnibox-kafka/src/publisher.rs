@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use omnibox_core::envelope::{Converter, EnvelopeConverter, metadata_headers};
 use omnibox_core::{OutboxEvent, PublishError, Publisher};
-use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext};
 
 use crate::error::publish_error;
 
@@ -33,8 +34,43 @@ impl<C, X: ClientContext + 'static> std::fmt::Debug for KafkaPublisher<C, X> {
     }
 }
 
+/// The partitioner the Java client (and kafka-python, and Kafka Streams) uses by default for
+/// keyed records: murmur2 of the key. librdkafka's own default, `consistent_random`, hashes
+/// with CRC32 and puts a key on a different partition, so in a fleet where services on both
+/// clients publish one topic — or where a Python omni-box relay hands over to this one — a
+/// key's events would land on two partitions and could be consumed out of order.
+pub const JAVA_COMPATIBLE_PARTITIONER: &str = "murmur2_random";
+
+/// `config` with the settings a relay's producer needs, where the caller has not set them:
+/// `partitioner` = [`JAVA_COMPATIBLE_PARTITIONER`], `enable.idempotence=true`, `acks=all`.
+/// Anything already set is kept.
+pub fn producer_config(config: &ClientConfig) -> ClientConfig {
+    let mut config = config.clone();
+    for (key, value) in [
+        ("partitioner", JAVA_COMPATIBLE_PARTITIONER),
+        ("enable.idempotence", "true"),
+        ("acks", "all"),
+    ] {
+        if config.get(key).is_none() {
+            config.set(key, value);
+        }
+    }
+    config
+}
+
+impl KafkaPublisher<EnvelopeConverter> {
+    /// A publisher with its own producer, created from `config` completed by
+    /// [`producer_config`] (keys placed as the Java client places them, idempotent, `acks=all`).
+    pub fn from_config(config: &ClientConfig) -> Result<Self, KafkaError> {
+        Ok(Self::new(producer_config(config).create()?))
+    }
+}
+
 impl<X: ClientContext + 'static> KafkaPublisher<EnvelopeConverter, X> {
-    /// Publish through `producer` with the default envelope body.
+    /// Publish through `producer` with the default envelope body. The producer's settings
+    /// are yours: set `partitioner` to [`JAVA_COMPATIBLE_PARTITIONER`] to place keys as the
+    /// Java and Python clients do (or build it with [`producer_config`] /
+    /// [`KafkaPublisher::from_config`]).
     pub fn new(producer: FutureProducer<X>) -> Self {
         Self {
             producer,
