@@ -10,7 +10,6 @@
 
 use omnibox::kafka::rdkafka::ClientConfig;
 use omnibox::kafka::rdkafka::mocking::MockCluster;
-use omnibox::kafka::rdkafka::producer::FutureProducer;
 use omnibox::kafka::{KafkaConsumer, KafkaPublisher};
 use omnibox_examples::{Demo, Result, kafka_bootstrap, relay_and_consume, unique_name};
 
@@ -41,12 +40,12 @@ async fn main() -> Result {
 }
 
 async fn run(demo: &Demo, topic: &str, bootstrap: &str) -> Result {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "4000")
-        .create()?;
+    // Idempotent, acks=all, keys placed as the Java client places them (murmur2).
+    let publisher = KafkaPublisher::from_config(
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("message.timeout.ms", "4000"),
+    )?;
     let consumer = KafkaConsumer::from_config(
         ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -57,7 +56,7 @@ async fn run(demo: &Demo, topic: &str, bootstrap: &str) -> Result {
             .set("heartbeat.interval.ms", "500"),
         [topic.to_owned()],
     )?;
-    let inbox = relay_and_consume(demo, topic, KafkaPublisher::new(producer), consumer, 6).await?;
+    let inbox = relay_and_consume(demo, topic, publisher, consumer, 6).await?;
     // Closing a Kafka consumer blocks while it leaves the group: do it off the runtime.
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
