@@ -44,13 +44,14 @@ impl Failure {
     }
 }
 
-/// Run `handler` on `event` with `conn`, under `timeout`. A timeout or a panic is a counted
-/// failure; a transient [`crate::HandlerError`] is an uncounted one.
+/// Run `handler` on `event` with `conn`, under `timeout`. A panic is a counted failure, a
+/// timeout one of `timeout_kind`; a transient [`crate::HandlerError`] is an uncounted one.
 pub(crate) async fn run_handler<H, C>(
     handler: &H,
     event: &InboxEvent,
     conn: &mut C,
     timeout: Duration,
+    timeout_kind: FailureKind,
 ) -> Attempt
 where
     H: Handler<InboxEvent, C>,
@@ -60,7 +61,7 @@ where
     match tokio::time::timeout(timeout, call).await {
         Err(_elapsed) => Attempt::Failed(Failure {
             error: format!("handler timed out after {timeout:?}"),
-            counted: true,
+            counted: timeout_kind.counts_attempt(),
             retry_at: None,
         }),
         Ok(Err(panic)) => Attempt::Failed(Failure {

@@ -9,7 +9,7 @@ use super::runner::InboxRunner;
 use super::strategy::AckStrategy;
 use crate::backoff::Backoff;
 use crate::clock::{Clock, SystemClock};
-use crate::error::{Error, ValidationError};
+use crate::error::{Error, FailureKind, ValidationError};
 use crate::handler::{Handler, HandlerResult};
 use crate::metrics::{MetricsSink, NoopMetrics};
 use crate::model::limits::NAME_MAX;
@@ -44,6 +44,7 @@ pub(crate) struct RunnerConfig {
     pub(crate) strategy: AckStrategy,
     pub(crate) limits: Limits,
     pub(crate) process_timeout: Duration,
+    pub(crate) process_timeout_kind: FailureKind,
     pub(crate) lease_ttl: TimeDelta,
     pub(crate) metrics: Arc<dyn MetricsSink>,
     pub(crate) backoff: Backoff,
@@ -62,6 +63,7 @@ impl std::fmt::Debug for RunnerConfig {
             .field("strategy", &self.strategy)
             .field("limits", &self.limits)
             .field("process_timeout", &self.process_timeout)
+            .field("process_timeout_kind", &self.process_timeout_kind)
             .field("lease_ttl", &self.lease_ttl)
             .field("backoff", &self.backoff)
             .field("clock", &self.clock)
@@ -94,6 +96,7 @@ struct PartialConfig {
     strategy: AckStrategy,
     limits: Limits,
     process_timeout: Duration,
+    process_timeout_kind: FailureKind,
     lease_ttl: TimeDelta,
     metrics: Arc<dyn MetricsSink>,
     backoff: Backoff,
@@ -117,6 +120,7 @@ impl<C, T, S> InboxRunnerBuilder<C, T, S, NoHandler> {
                 strategy: AckStrategy::default(),
                 limits: Limits::default(),
                 process_timeout: DEFAULT_PROCESS_TIMEOUT,
+                process_timeout_kind: FailureKind::Permanent,
                 lease_ttl: crate::domain::DEFAULT_LEASE_TTL,
                 metrics: Arc::new(NoopMetrics),
                 backoff: Backoff::default(),
@@ -162,9 +166,19 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         self
     }
 
-    /// Bound on one handler call; a call that takes longer is a counted failure.
+    /// Bound on one handler call; a call that takes longer is a counted failure (see
+    /// [`process_timeout_kind`](Self::process_timeout_kind)).
     pub fn process_timeout(mut self, timeout: Duration) -> Self {
         self.cfg.process_timeout = timeout;
+        self
+    }
+
+    /// What a handler call cut off by the process timeout counts as (default
+    /// [`FailureKind::Permanent`]: it spends an attempt, so a handler that hangs on every
+    /// try ends dead-lettered). [`FailureKind::Transient`] when a timeout means a slow
+    /// downstream rather than a bad message: retried without spending an attempt.
+    pub fn process_timeout_kind(mut self, kind: FailureKind) -> Self {
+        self.cfg.process_timeout_kind = kind;
         self
     }
 
@@ -261,6 +275,7 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
                 strategy: c.strategy,
                 limits: c.limits,
                 process_timeout: c.process_timeout,
+                process_timeout_kind: c.process_timeout_kind,
                 lease_ttl: c.lease_ttl,
                 metrics: c.metrics,
                 backoff: c.backoff,

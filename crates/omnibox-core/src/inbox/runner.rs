@@ -564,7 +564,14 @@ where
         };
         let lease = lease_of(&locked)?;
         let started = Instant::now();
-        let attempt = run_handler(handler, &locked, conn, self.cfg.process_timeout).await;
+        let attempt = run_handler(
+            handler,
+            &locked,
+            conn,
+            self.cfg.process_timeout,
+            self.cfg.process_timeout_kind,
+        )
+        .await;
         self.metric(&Metric::HandlerDuration {
             job: &self.cfg.job,
             event_type: &locked.common.event_type,

@@ -13,6 +13,8 @@ enum Situation {
     HandlerErrorLastAttempt,
     HandlerRetryUncounted,
     HandlerTimeout,
+    /// The handler runs past the process timeout, classified transient by the runner.
+    HandlerTimeoutTransient,
     HandlerPanic,
     Duplicate,
     RowFailed,
@@ -127,6 +129,7 @@ const TABLE: &[(Situation, [Expect; 4])] = &[
     (HandlerErrorLastAttempt, [ack(Failed).dead(), ack(Failed).dead(), ack(Failed).dead(), ack(Failed).dead()]),
     (HandlerRetryUncounted,   [ack(Pending(0)), ack(Pending(0)), nack(Pending(0)), nack(Pending(0))]),
     (HandlerTimeout,          [ack(Pending(1)), ack(Pending(1)), nack(Pending(1)), nack(Pending(1))]),
+    (HandlerTimeoutTransient, [ack(Pending(0)), ack(Pending(0)), nack(Pending(0)), nack(Pending(0))]),
     (HandlerPanic,            [ack(Pending(1)), ack(Pending(1)), nack(Pending(1)), nack(Pending(1))]),
     (Duplicate,               [ack(Completed).duplicate(), ack(Completed).duplicate(), ack(Completed).duplicate(), ack(Completed).duplicate()]),
     (RowFailed,               [ack(Failed).dead(), ack(Failed).dead(), ack(Failed).dead(), ack(Failed).dead()]),
@@ -151,7 +154,7 @@ fn script(s: Situation) -> Option<Script> {
         HandlerSkip => Some(Script::Skip),
         HandlerError | HandlerErrorLastAttempt => Some(Script::Fail),
         HandlerRetryUncounted => Some(Script::RetryUncounted),
-        HandlerTimeout => Some(Script::Hang),
+        HandlerTimeout | HandlerTimeoutTransient => Some(Script::Hang),
         HandlerPanic => Some(Script::Panic),
     }
 }
@@ -176,7 +179,10 @@ async fn observe(situation: Situation, strategy: AckStrategy) -> Expect {
     } else {
         Limits::default()
     };
-    let builder = h.builder(strategy, "runner-1").limits(limits);
+    let mut builder = h.builder(strategy, "runner-1").limits(limits);
+    if situation == HandlerTimeoutTransient {
+        builder = builder.process_timeout_kind(crate::FailureKind::Transient);
+    }
     let result: Result<ConsumeOutcome, crate::Error> = match script(situation) {
         None => {
             let mut r = builder.build().unwrap();
@@ -231,6 +237,6 @@ async fn outcome_table() {
             }
         }
     }
-    assert_eq!(TABLE.len(), 14, "every situation is in the table");
+    assert_eq!(TABLE.len(), 15, "every situation is in the table");
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }

@@ -80,6 +80,7 @@ pub(crate) const NO_CONNECTION: &str = "the handler needs the batch's connection
 pub struct HandlerStep<H, S = NoSavepoints> {
     handler: H,
     timeout: Duration,
+    timeout_kind: FailureKind,
     backoff: Backoff,
     savepoints: S,
 }
@@ -149,6 +150,7 @@ impl<H> HandlerStep<H> {
         Self {
             handler,
             timeout: DEFAULT_HANDLER_TIMEOUT,
+            timeout_kind: FailureKind::Permanent,
             backoff: Backoff::default(),
             savepoints: NoSavepoints,
         }
@@ -177,6 +179,7 @@ impl<H, S> HandlerStep<H, S> {
         HandlerStep {
             handler: self.handler,
             timeout: self.timeout,
+            timeout_kind: self.timeout_kind,
             backoff: self.backoff,
             savepoints: store,
         }
@@ -185,6 +188,15 @@ impl<H, S> HandlerStep<H, S> {
     /// How long the handler may run.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// What a handler call cut off by the timeout counts as (default
+    /// [`FailureKind::Permanent`]: an attempt is spent and the backoff applies).
+    /// [`FailureKind::Transient`] when a timeout means a slow downstream: the event is
+    /// retried shortly without spending an attempt.
+    pub fn timeout_kind(mut self, kind: FailureKind) -> Self {
+        self.timeout_kind = kind;
         self
     }
 
@@ -378,11 +390,15 @@ impl<H, S> HandlerStep<H, S> {
             }
             Err(_elapsed) => {
                 let error = format!("Handler execution timed out after {}", secs(self.timeout));
-                tracing::warn!(job = %job, event_id = %id, "{error}");
+                tracing::warn!(job = %job, event_id = %id, kind = %self.timeout_kind.as_str(), "{error}");
+                let at = match self.timeout_kind {
+                    FailureKind::Transient => transient_at(now),
+                    FailureKind::Permanent => backoff_at(now, &self.backoff, attempts),
+                };
                 Outcome::Fail {
                     error,
-                    kind: FailureKind::Permanent,
-                    at: backoff_at(now, &self.backoff, attempts),
+                    kind: self.timeout_kind,
+                    at,
                 }
             }
         }

@@ -159,6 +159,29 @@ async fn timeout_is_a_counted_failure() {
     assert!(at.is_some());
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_timeout_classified_transient_spends_no_attempt() {
+    let fx = Fixture::new();
+    let now = fx.clock.now();
+    let step = step_with(|_e, _c| {
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(HandlerOutcome::Completed)
+        })
+    })
+    .timeout(Duration::from_secs(2))
+    .timeout_kind(FailureKind::Transient);
+    let (v, _) = run_one(&step, &inbox("m1"), &fx).await;
+    let (err, kind, at) = failed(&v);
+    assert_eq!(err, "Handler execution timed out after 2s");
+    assert_eq!(kind, FailureKind::Transient);
+    assert_eq!(
+        at,
+        Some(now + TimeDelta::seconds(1)),
+        "the transient retry delay, not the backoff"
+    );
+}
+
 #[tokio::test]
 async fn a_panicking_handler_fails_its_event_and_the_batch_goes_on() {
     let fx = Fixture::new();
