@@ -261,6 +261,8 @@ where
     /// Handle one received message: store, handle, acknowledge or hand back, per the
     /// strategy. An `Err` means something failed that the broker must know about: the
     /// message was handed back (or, at most once, already acknowledged); `run` backs off.
+    #[tracing::instrument(name = "omnibox.inbox.message", skip_all,
+        fields(job = %self.cfg.job, group = %self.cfg.group))]
     pub async fn handle_delivery(
         &mut self,
         delivery: Delivery<C::Ack>,

@@ -231,6 +231,8 @@ where
     /// Claim, run and settle one batch, all on `conn` — one transaction the caller owns and
     /// commits. Handlers see `conn`, so their writes commit with the event's completion.
     /// Returns an empty result without claiming when shutdown was requested.
+    #[tracing::instrument(name = "omnibox.batch", skip_all,
+        fields(job = %self.job, worker = %worker.as_str(), mode = "transaction"))]
     pub async fn process_batch(
         &self,
         conn: &mut S::Conn,
@@ -261,6 +263,8 @@ where
     /// under a batch that is still publishing. Settling is fenced by the latest lease
     /// tokens; an event whose refresh failed and whose lease was taken over is reported in
     /// [`BatchResult::lease_lost`].
+    #[tracing::instrument(name = "omnibox.batch", skip_all,
+        fields(job = %self.job, worker = %worker.as_str(), mode = "leased"))]
     pub async fn process_leased<T>(
         &self,
         db: &T,

@@ -170,6 +170,7 @@ where
     T: Transactions<Conn = S::Conn>,
 {
     /// One round: release stale leases, then clean up (when a retention is set).
+    #[tracing::instrument(name = "omnibox.maintenance", skip_all)]
     pub async fn run_once(&self, summary: &mut MaintenanceSummary) {
         summary.rounds += 1;
         match self
