@@ -37,7 +37,7 @@ pub use handler::TracedHandler;
 pub use messaging::MessagingEvent;
 pub use propagation::{
     HEADER_TRACESTATE, HeaderExtractor, HeaderInjector, W3cTraceContext, context_headers, extract,
-    extract_optional, inject_context, inject_current, inject_into_builder,
+    extract_optional, inject_context, inject_current, inject_into_builder, with_propagator,
 };
 pub use publisher::TracedPublisher;
 pub use step::{DEFAULT_MESSAGING_SYSTEM, OtelStep};

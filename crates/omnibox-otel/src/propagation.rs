@@ -136,10 +136,25 @@ impl Extractor for HeaderExtractor<'_> {
     }
 }
 
-/// Write `cx`'s span into `headers` as `traceparent` (and `tracestate` when non-empty).
-/// A context without a valid span leaves `headers` unchanged.
+/// Run `f` with the propagator in effect: the application's global propagator
+/// (`opentelemetry::global::set_text_map_propagator`: W3C with baggage, B3, Jaeger, …) when
+/// one was installed, else [`W3cTraceContext`]. The API's default global propagator is a
+/// no-op (it names no fields); falling back keeps traces connected in an application that
+/// never configured one.
+pub fn with_propagator<T>(mut f: impl FnMut(&dyn TextMapPropagator) -> T) -> T {
+    let installed = opentelemetry::global::get_text_map_propagator(|p| p.fields().next().is_some());
+    if installed {
+        opentelemetry::global::get_text_map_propagator(f)
+    } else {
+        f(&W3cTraceContext)
+    }
+}
+
+/// Write `cx`'s span into `headers` with the propagator in effect ([`with_propagator`]):
+/// by default `traceparent` (and `tracestate` when non-empty). A context without a valid
+/// span leaves `headers` unchanged.
 pub fn inject_context(cx: &Context, headers: &mut Headers) {
-    W3cTraceContext.inject_context(cx, &mut HeaderInjector(headers));
+    with_propagator(|p| p.inject_context(cx, &mut HeaderInjector(headers)));
 }
 
 /// The headers `traceparent`/`tracestate` of `cx` (empty without a valid span).
@@ -149,10 +164,11 @@ pub fn context_headers(cx: &Context) -> Headers {
     h
 }
 
-/// The remote context carried by `headers`; an empty context when they carry no valid
-/// `traceparent` (spans started from it become new roots).
+/// The remote context carried by `headers`, read with the propagator in effect
+/// ([`with_propagator`]); an empty context when they carry none (spans started from it
+/// become new roots).
 pub fn extract(headers: &Headers) -> Context {
-    W3cTraceContext.extract_with_context(&Context::new(), &HeaderExtractor(headers))
+    with_propagator(|p| p.extract_with_context(&Context::new(), &HeaderExtractor(headers)))
 }
 
 /// The remote context carried by optional headers (an event's `common.headers`).
