@@ -29,9 +29,16 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Make sure cmake and the libcurl headers are there.
+/// Make sure cmake, the libcurl headers and PgBouncer (started by the PgBouncer tests) are
+/// there.
 pub fn ensure() -> Result<(), String> {
     let mut missing = Vec::new();
+    if !["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        missing.push("pgbouncer");
+    }
     if !has_cmake() {
         missing.push("cmake");
     }
