@@ -338,8 +338,9 @@ where
     /// own transaction, then acknowledge. While the database is unreachable (a transient
     /// error) the message is handed back and retried. If the store refuses even the dead
     /// letter for good (a permanent error; the PostgreSQL store keeps any body and headers
-    /// losslessly, so this means a misconfigured table), the message is logged in full at
-    /// error level and acknowledged: handing it back would redeliver it forever and block
+    /// losslessly, so this means a misconfigured table), the message is logged at error
+    /// level (ids, route, reason and body size; never the payload, which may hold personal
+    /// data) and acknowledged: handing it back would redeliver it forever and block
     /// everything behind it.
     async fn settle_poison(
         &self,
@@ -360,7 +361,7 @@ where
             }
             Err(e) if e.kind() == FailureKind::Permanent => {
                 tracing::error!(job = %self.cfg.job, message_id = ?letter.message_id, route = ?letter.route,
-                    reason = %letter.error, body = ?String::from_utf8_lossy(letter.original_body()),
+                    reason = %letter.error, body_bytes = letter.original_body().len(),
                     error = %e, "the store refused the dead letter too: acknowledging the message without a dead letter");
                 out.acked = self.ack(&mut slot).await?;
                 Ok(out)
