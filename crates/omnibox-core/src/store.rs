@@ -441,7 +441,7 @@ impl DeadLetter {
             event_type: None,
             route: Some(msg.source.clone()),
             message_id: msg.message_id.clone(),
-            body: text_of(&msg.body),
+            body: crate::model::validate::text_of(&msg.body),
             body_bytes: (std::str::from_utf8(&msg.body).is_err() || msg.body.contains(&0))
                 .then(|| msg.body.clone()),
             headers: (!msg.headers.is_empty()).then(|| msg.headers.clone()),
@@ -458,11 +458,6 @@ impl DeadLetter {
     pub fn original_body(&self) -> &[u8] {
         self.body_bytes.as_deref().unwrap_or(self.body.as_bytes())
     }
-}
-
-/// `bytes` as text a database text column accepts: invalid UTF-8 and NUL become U+FFFD.
-fn text_of(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}")
 }
 
 /// Keep dead letters (terminal failures and malformed messages).

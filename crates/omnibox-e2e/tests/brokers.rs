@@ -168,24 +168,11 @@ async fn nats_end_to_end_with_every_message_nacked_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_end_to_end_with_every_record_published_twice() {
     use omnibox_kafka::rdkafka::ClientConfig;
-    use omnibox_kafka::rdkafka::mocking::MockCluster;
     use omnibox_kafka::rdkafka::producer::FutureProducer;
     common::init_tracing();
     // KAFKA_BOOTSTRAP_SERVERS, else (no Docker here) librdkafka's in-process mock cluster.
-    let (mock, bootstrap) = match omnibox_testing::kafka_bootstrap().await {
-        // A real Kafka: the topic is created on first use (auto.create.topics.enable).
-        Ok(b) => (None, b),
-        Err(omnibox_testing::ServiceError::UseKafkaMockCluster { .. }) => {
-            let mock = MockCluster::new(1).unwrap();
-            let b = mock.bootstrap_servers();
-            (Some(mock), b)
-        }
-        Err(e) => panic!("{e}"),
-    };
-    let topic = omnibox_testing::unique_name("e2e_kafka");
-    if let Some(mock) = &mock {
-        mock.create_topic(&topic, 1, 1).unwrap();
-    }
+    let kafka = common::kafka::Kafka::resolve().await;
+    let (bootstrap, topic) = (kafka.bootstrap.clone(), kafka.topic("e2e_kafka"));
     let pg = Pg::new(&common::database_url().await, "e2e_kafka").await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -195,24 +182,8 @@ async fn kafka_end_to_end_with_every_record_published_twice() {
         .create()
         .unwrap();
     let publisher = Twice(omnibox_kafka::KafkaPublisher::new(producer));
-    let consumer = omnibox_kafka::KafkaConsumer::from_config(
-        ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", omnibox_testing::unique_name("billing"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500"),
-        [topic.clone()],
-    )
-    .unwrap();
+    let consumer = kafka.consumer(&topic);
     let inbox = round_trip(&pg, &topic, publisher, consumer, false).await;
-    // Closing a Kafka consumer blocks while it leaves the group: do it off the runtime.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        drop(inbox);
-        let _ = tx.send(());
-    });
-    bounded("kafka consumer close", LIMIT, rx).await.unwrap();
+    common::kafka::close(inbox).await;
     pg.drop_schema().await;
 }

@@ -193,21 +193,9 @@ async fn nats_poison_postgres_refuses_is_dead_lettered_and_the_next_message_hand
 async fn kafka_poison_postgres_refuses_is_dead_lettered_and_the_next_record_handled() {
     use omnibox_kafka::rdkafka::ClientConfig;
     use omnibox_kafka::rdkafka::message::{Header, OwnedHeaders};
-    use omnibox_kafka::rdkafka::mocking::MockCluster;
     use omnibox_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
-    let (mock, bootstrap) = match omnibox_testing::kafka_bootstrap().await {
-        Ok(b) => (None, b),
-        Err(omnibox_testing::ServiceError::UseKafkaMockCluster { .. }) => {
-            let mock = MockCluster::new(1).unwrap();
-            let b = mock.bootstrap_servers();
-            (Some(mock), b)
-        }
-        Err(e) => panic!("{e}"),
-    };
-    let topic = omnibox_testing::unique_name("e2e_poison");
-    if let Some(mock) = &mock {
-        mock.create_topic(&topic, 1, 1).unwrap();
-    }
+    let kafka = common::kafka::Kafka::resolve().await;
+    let (bootstrap, topic) = (kafka.bootstrap.clone(), kafka.topic("e2e_poison"));
     let pg = Pg::new(&common::database_url().await, "e2e_poison_kafka").await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
@@ -243,24 +231,8 @@ async fn kafka_poison_postgres_refuses_is_dead_lettered_and_the_next_record_hand
             .unwrap();
     }
     publisher.publish(&good_event(&topic)).await.unwrap();
-    let consumer = omnibox_kafka::KafkaConsumer::from_config(
-        ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", omnibox_testing::unique_name("billing"))
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500"),
-        [topic.clone()],
-    )
-    .unwrap();
+    let consumer = kafka.consumer(&topic);
     let consumer = drain_and_check(&pg, consumer, "kafka").await;
-    // Closing a Kafka consumer blocks while it leaves the group: do it off the runtime.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        drop(consumer);
-        let _ = tx.send(());
-    });
-    bounded("kafka consumer close", LIMIT, rx).await.unwrap();
+    common::kafka::close(consumer).await;
     pg.drop_schema().await;
 }

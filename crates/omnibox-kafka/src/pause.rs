@@ -45,17 +45,16 @@ impl Pauses {
     }
 }
 
-fn one(tp: &Tp) -> Option<TopicPartitionList> {
+fn one(tp: &Tp) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::with_capacity(1);
     tpl.add_partition(&tp.0, tp.1);
-    Some(tpl)
+    tpl
 }
 
 /// Pause `tp` on `consumer` (call right after seeking it back); returns the generation to
 /// resume with, or `None` when pausing failed (the record then comes back at once).
 pub(crate) fn pause(consumer: &TrackedStreamConsumer, tp: &Tp) -> Option<u64> {
-    let tpl = one(tp)?;
-    match consumer.pause(&tpl) {
+    match consumer.pause(&one(tp)) {
         Ok(()) => Some(lock(&consumer.context().pauses).begin(tp)),
         Err(error) => {
             tracing::warn!(topic = %tp.0, partition = tp.1, %error,
@@ -78,9 +77,7 @@ pub(crate) fn resume_after(
         if !current {
             return;
         }
-        if let Some(tpl) = one(&tp)
-            && let Err(error) = consumer.resume(&tpl)
-        {
+        if let Err(error) = consumer.resume(&one(&tp)) {
             // Revoked meanwhile: its new owner starts it unpaused.
             tracing::debug!(topic = %tp.0, partition = tp.1, %error, "resume after a delayed nack failed");
         }

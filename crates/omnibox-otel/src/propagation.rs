@@ -142,12 +142,13 @@ impl Extractor for HeaderExtractor<'_> {
 /// no-op (it names no fields); falling back keeps traces connected in an application that
 /// never configured one.
 pub fn with_propagator<T>(mut f: impl FnMut(&dyn TextMapPropagator) -> T) -> T {
-    let installed = opentelemetry::global::get_text_map_propagator(|p| p.fields().next().is_some());
-    if installed {
-        opentelemetry::global::get_text_map_propagator(f)
-    } else {
-        f(&W3cTraceContext)
-    }
+    opentelemetry::global::get_text_map_propagator(|p| {
+        if p.fields().next().is_some() {
+            f(p)
+        } else {
+            f(&W3cTraceContext)
+        }
+    })
 }
 
 /// Write `cx`'s span into `headers` with the propagator in effect ([`with_propagator`]):

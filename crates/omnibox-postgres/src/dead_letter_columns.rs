@@ -9,6 +9,7 @@
 //!   is the six characters `\u0000`) to `headers_text`;
 //! - other text fields (type, route, message id, error) get NUL replaced by U+FFFD.
 
+use omnibox_core::model::validate::{text_of, without_nul};
 use omnibox_core::store::DeadLetter;
 
 /// The body and header columns of one dead letter.
@@ -22,7 +23,7 @@ pub(crate) struct DeadLetterColumns {
 impl DeadLetterColumns {
     pub(crate) fn of(letter: &DeadLetter) -> Self {
         let original = letter.original_body();
-        let body = text(&String::from_utf8_lossy(original));
+        let body = text_of(original);
         let body_bytes = (body.as_bytes() != original).then(|| original.to_vec());
         let json = letter
             .headers
@@ -44,11 +45,7 @@ impl DeadLetterColumns {
 
 /// `s` with NUL characters replaced by U+FFFD (a text column refuses NUL).
 pub(crate) fn text(s: &str) -> String {
-    if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}")
-    } else {
-        s.to_owned()
-    }
+    without_nul(s).into_owned()
 }
 
 #[cfg(test)]

@@ -162,18 +162,28 @@ pub fn headers(
     Ok(Some(out))
 }
 
+/// `s` as text a database text column accepts: NUL characters (which PostgreSQL's `text`
+/// refuses) become U+FFFD. Borrowed when there is none.
+pub fn without_nul(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// `bytes` as text a database text column accepts: invalid UTF-8 and NUL become U+FFFD.
+pub fn text_of(bytes: &[u8]) -> String {
+    without_nul(&String::from_utf8_lossy(bytes)).into_owned()
+}
+
 /// Truncate an error message to at most `max_bytes` UTF-8 bytes, appending the
 /// truncation suffix and never splitting a character. Blank input becomes `"unknown error"`.
+/// NUL characters become U+FFFD ([`without_nul`]): an error message that quotes the poison
+/// it failed on must still be recordable.
 pub fn truncate_error(error: &str, max_bytes: usize) -> String {
-    // A NUL cannot be stored in a text column (PostgreSQL refuses it): an error message that
-    // quotes the poison it failed on must still be recordable.
-    let cleaned;
-    let e = if error.contains('\0') {
-        cleaned = error.replace('\0', "\u{FFFD}");
-        cleaned.trim()
-    } else {
-        error.trim()
-    };
+    let cleaned = without_nul(error);
+    let e = cleaned.trim();
     if e.is_empty() {
         return "unknown error".to_owned();
     }

@@ -422,3 +422,78 @@ pub mod rabbit {
         let _ = ch.close(200, "OK".into()).await;
     }
 }
+
+/// Kafka for the e2e tests: `KAFKA_BOOTSTRAP_SERVERS`, else librdkafka's mock cluster.
+pub mod kafka {
+    use omnibox_kafka::KafkaConsumer;
+    use omnibox_kafka::rdkafka::ClientConfig;
+    use omnibox_kafka::rdkafka::mocking::MockCluster;
+    use omnibox_kafka::rdkafka::producer::DefaultProducerContext;
+
+    use super::{LIMIT, bounded};
+
+    /// Where the tests' Kafka is; keeps the mock cluster (when used) alive.
+    pub struct Kafka {
+        /// The mock cluster, when no real Kafka is configured.
+        pub mock: Option<MockCluster<'static, DefaultProducerContext>>,
+        /// `bootstrap.servers`.
+        pub bootstrap: String,
+    }
+
+    impl Kafka {
+        /// `KAFKA_BOOTSTRAP_SERVERS`, else (no Docker here) an in-process mock cluster.
+        pub async fn resolve() -> Self {
+            match omnibox_testing::kafka_bootstrap().await {
+                // A real Kafka: the topic is created on first use (auto.create.topics.enable).
+                Ok(bootstrap) => Self {
+                    mock: None,
+                    bootstrap,
+                },
+                Err(omnibox_testing::ServiceError::UseKafkaMockCluster { .. }) => {
+                    let mock = MockCluster::new(1).unwrap();
+                    let bootstrap = mock.bootstrap_servers();
+                    Self {
+                        mock: Some(mock),
+                        bootstrap,
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+
+        /// A unique one-partition topic (created on the mock cluster).
+        pub fn topic(&self, prefix: &str) -> String {
+            let topic = omnibox_testing::unique_name(prefix);
+            if let Some(mock) = &self.mock {
+                mock.create_topic(&topic, 1, 1).unwrap();
+            }
+            topic
+        }
+
+        /// A consumer of `topic` in a fresh group, from the beginning, without auto-commit.
+        pub fn consumer(&self, topic: &str) -> KafkaConsumer {
+            KafkaConsumer::from_config(
+                ClientConfig::new()
+                    .set("bootstrap.servers", &self.bootstrap)
+                    .set("group.id", omnibox_testing::unique_name("billing"))
+                    .set("enable.auto.commit", "false")
+                    .set("auto.offset.reset", "earliest")
+                    .set("session.timeout.ms", "6000")
+                    .set("heartbeat.interval.ms", "500"),
+                [topic.to_owned()],
+            )
+            .unwrap()
+        }
+    }
+
+    /// Drop `holder` (something owning a Kafka consumer) off the runtime: closing a consumer
+    /// blocks while it leaves the group.
+    pub async fn close<T: Send + 'static>(holder: T) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            drop(holder);
+            let _ = tx.send(());
+        });
+        bounded("kafka consumer close", LIMIT, rx).await.unwrap();
+    }
+}
