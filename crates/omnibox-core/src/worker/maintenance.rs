@@ -10,7 +10,9 @@ use crate::maintenance::{DEFAULT_CLEANUP_BATCH_SIZE, Maintenance};
 use crate::shutdown::Shutdown;
 use crate::store::{CleanupCompleted, EventStore, ReleaseStale, Transactions};
 
-/// Default time between two rounds.
+/// Default age after which a lease is stale.
+pub const DEFAULT_STALE_AFTER: TimeDelta = TimeDelta::minutes(10);
+/// Default time between rounds.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default rows per stale-lease release transaction.
 pub const DEFAULT_STALE_BATCH: u32 = 500;
@@ -93,7 +95,7 @@ impl<S: EventStore, T> MaintenanceWorker<S, T> {
                 maintenance,
                 db,
                 interval: DEFAULT_INTERVAL,
-                stale_after: TimeDelta::minutes(10),
+                stale_after: DEFAULT_STALE_AFTER,
                 stale_batch: DEFAULT_STALE_BATCH,
                 retention: None,
                 cleanup_batch: DEFAULT_CLEANUP_BATCH_SIZE,
