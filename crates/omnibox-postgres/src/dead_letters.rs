@@ -127,6 +127,22 @@ impl<E: PgEvent> PgEventStore<E> {
         rows.iter().map(letter_from_row).collect()
     }
 
+    /// The dead letter with this id, if any.
+    pub async fn dead_letter_by_id(
+        &self,
+        conn: &mut PgConnection,
+        id: Uuid,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let sql = format!("SELECT * FROM {} WHERE id = $1", self.dl());
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .persistent(self.persistent())
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await
+            .op("show dead letter")?;
+        row.as_ref().map(letter_from_row).transpose()
+    }
+
     /// Dead letters grouped by error fingerprint, largest group first.
     pub async fn dead_letter_groups(
         &self,

@@ -122,6 +122,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 mod config;
 mod core_wakeup;
 mod database;
@@ -139,6 +140,7 @@ mod sql;
 mod store;
 mod wakeup;
 
+pub use admin::{CancelReport, Status};
 pub use config::{CompletionMode, PgStoreConfig, TableNames, Tables};
 pub use database::PgDatabase;
 pub use ddl::Migration;

@@ -40,7 +40,7 @@ fn arc(s: String) -> Arc<str> {
 }
 
 /// `INSERT INTO dead letters … SELECT … FROM <src> s WHERE s.status = 'failed'`.
-fn dead_letter_from(t: &TableNames, kind: EventKind, route: &str, src: &str) -> String {
+pub(crate) fn dead_letter_from(t: &TableNames, kind: EventKind, route: &str, src: &str) -> String {
     let message_id = match kind {
         EventKind::Inbox => "s.message_id",
         EventKind::Outbox => "NULL",

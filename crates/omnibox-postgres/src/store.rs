@@ -450,6 +450,10 @@ impl<E: PgEvent> PgEventStore<E> {
         &self.limits
     }
 
+    pub(crate) fn row_limits(&self) -> &Limits {
+        &self.read_limits
+    }
+
     pub(crate) fn persistent(&self) -> bool {
         self.persistent
     }

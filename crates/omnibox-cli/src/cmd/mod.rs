@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub mod dead_letters;
+pub mod events;
+pub mod migrate;
+pub mod relay;
+pub mod status;
