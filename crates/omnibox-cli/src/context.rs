@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use omnibox_postgres::sqlx::PgPool;
+use omnibox_postgres::sqlx::{Connection, PgConnection, PgPool};
 use omnibox_postgres::sqlx::postgres::PgPoolOptions;
 use omnibox_postgres::{PgInboxStore, PgOutboxStore, PgStoreConfig};
 use omnibox_settings::{Loader, Settings};
@@ -49,17 +49,25 @@ impl Context {
         let url = db.url.as_deref().ok_or_else(|| {
             CliError::usage("no database URL: pass --database-url, set DATABASE_URL or `[database] url`")
         })?;
+        let unreachable = |e: &dyn std::fmt::Display| {
+            CliError::failed(format!(
+                "cannot connect to PostgreSQL at {}: {e} (is it running? check --database-url / DATABASE_URL)",
+                db.display_url()
+            ))
+        };
+        // One plain attempt first: the pool retries a refused connection until its acquire
+        // timeout, and an operator should hear about a wrong URL at once.
+        let first = tokio::time::timeout(Duration::from_secs(10), PgConnection::connect(url))
+            .await
+            .map_err(|_| unreachable(&"no answer within 10 s"))?
+            .map_err(|e| unreachable(&e))?;
+        let _ = first.close().await;
         PgPoolOptions::new()
             .max_connections(db.max_connections)
-            .acquire_timeout(db.acquire_timeout.min(Duration::from_secs(30)))
+            .acquire_timeout(db.acquire_timeout)
             .connect(url)
             .await
-            .map_err(|e| {
-                CliError::failed(format!(
-                    "cannot connect to PostgreSQL at {}: {e} (is it running? check --database-url / DATABASE_URL)",
-                    db.display_url()
-                ))
-            })
+            .map_err(|e| unreachable(&e))
     }
 
     /// The outbox store.
