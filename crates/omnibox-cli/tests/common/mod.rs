@@ -70,6 +70,21 @@ impl Schema {
         ids
     }
 
+    /// Like [`Self::enqueue`], with the store's NOTIFY on `<schema>_wake` (as the relay
+    /// tests configure it).
+    pub async fn enqueue_notify(&self, topic: &str, n: usize) {
+        let store = PgOutboxStore::new(&self.config().notify_channel(format!("{}_wake", self.name))).unwrap();
+        let mut tx = self.pool.begin().await.unwrap();
+        for i in 0..n {
+            let e = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", topic, format!("late{i}"))
+                .payload(serde_json::json!({"late": i}))
+                .build()
+                .unwrap();
+            store.enqueue(&mut *tx, &e).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
     pub async fn count(&self, sql_where: &str) -> i64 {
         let sql = format!("SELECT count(*) FROM \"{}\".outbox_events WHERE {sql_where}", self.name);
         sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.unwrap()
