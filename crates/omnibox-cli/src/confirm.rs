@@ -16,8 +16,12 @@ pub fn confirm(confirm: Confirm, question: &str) -> CliResult {
     let mut answer = String::new();
     let read = std::io::stdin().lock().read_line(&mut answer);
     match read {
-        Ok(n) if n > 0 && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") => Ok(()),
-        Ok(0) => Err(CliError::aborted("aborted: no answer (pass --yes to run without asking)")),
+        Ok(n) if n > 0 && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") => {
+            Ok(())
+        }
+        Ok(0) => Err(CliError::aborted(
+            "aborted: no answer (pass --yes to run without asking)",
+        )),
         _ => Err(CliError::aborted("aborted")),
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use omnibox_postgres::sqlx::{Connection, PgConnection, PgPool};
 use omnibox_postgres::sqlx::postgres::PgPoolOptions;
+use omnibox_postgres::sqlx::{Connection, PgConnection, PgPool};
 use omnibox_postgres::{PgInboxStore, PgOutboxStore, PgStoreConfig};
 use omnibox_settings::{Loader, Settings};
 
@@ -47,7 +47,9 @@ impl Context {
     pub async fn pool(&self) -> CliResult<PgPool> {
         let db = &self.settings.database;
         let url = db.url.as_deref().ok_or_else(|| {
-            CliError::usage("no database URL: pass --database-url, set DATABASE_URL or `[database] url`")
+            CliError::usage(
+                "no database URL: pass --database-url, set DATABASE_URL or `[database] url`",
+            )
         })?;
         let unreachable = |e: &dyn std::fmt::Display| {
             CliError::failed(format!(

@@ -89,7 +89,13 @@ mod tests {
         assert_eq!(size(512), "512 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(3 * 1024 * 1024), "3.0 MiB");
-        let t = table(&["table", "pending"], &[vec!["outbox".into(), "5".into()], vec!["in".into(), "120".into()]]);
+        let t = table(
+            &["table", "pending"],
+            &[
+                vec!["outbox".into(), "5".into()],
+                vec!["in".into(), "120".into()],
+            ],
+        );
         assert_eq!(t, "table   pending\noutbox        5\nin          120\n");
     }
 }

@@ -24,7 +24,9 @@ fn init_logs(ctx: &Context) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&ctx.settings.log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match ctx.settings.log.format {
         LogFormat::Json => builder.json().try_init(),
         _ => builder.try_init(),
@@ -37,7 +39,10 @@ async fn run(cli: Cli) -> CliResult {
         init_logs(&ctx);
     }
     match cli.command {
-        Command::Migrate { dry_run, partitioned } => cmd::migrate::run(&mut ctx, dry_run, partitioned).await,
+        Command::Migrate {
+            dry_run,
+            partitioned,
+        } => cmd::migrate::run(&mut ctx, dry_run, partitioned).await,
         Command::Status { by_topic, watch } => cmd::status::run(&ctx, by_topic, watch).await,
         Command::Events(c) => cmd::events::run(&ctx, c).await,
         Command::DeadLetters(c) => cmd::dead_letters::run(&ctx, c).await,
@@ -48,7 +53,10 @@ async fn run(cli: Cli) -> CliResult {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("omnibox: cannot start the runtime: {e}");

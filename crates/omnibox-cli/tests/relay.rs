@@ -47,7 +47,9 @@ format = "json"
 {broker_section}
 "#,
         schema = s.name,
-        broker = broker.map(|b| format!("broker = \"{b}\"")).unwrap_or_default(),
+        broker = broker
+            .map(|b| format!("broker = \"{b}\""))
+            .unwrap_or_default(),
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -73,7 +75,7 @@ struct Relay(Child);
 
 impl Relay {
     /// Start `omnibox relay --config <cfg>` and wait for its `ready` line.
-    fn start(s: &Schema, cfg: &PathBuf, env: &[(&str, &str)]) -> Self {
+    fn start(s: &Schema, cfg: &std::path::Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnibox"));
         for (k, _) in std::env::vars() {
             if k.starts_with("OMNIBOX_") {
@@ -91,7 +93,10 @@ impl Relay {
         BufReader::new(stdout).read_line(&mut line).unwrap();
         if line.trim() != "ready" {
             let out = child.wait_with_output().unwrap();
-            panic!("relay did not start: {line} {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "relay did not start: {line} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Self(child)
     }
@@ -99,7 +104,13 @@ impl Relay {
     /// SIGTERM, then the exit status and stderr (bounded: a relay that does not drain fails).
     fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.0.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
@@ -110,7 +121,10 @@ impl Relay {
                 }
                 return (status, err);
             }
-            assert!(Instant::now() < deadline, "relay did not exit within 30 s of SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "relay did not exit within 30 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -132,27 +146,56 @@ async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool
 }
 
 /// The scenario, for any broker: `published` counts the messages on the broker.
-async fn relays_and_drains(s: &Schema, topic: &str, cfg: PathBuf, env: &[(&str, &str)], published: impl AsyncFn() -> usize) {
-    omnibox(&s.url).args(["--schema", &s.name, "migrate"]).assert().success();
+async fn relays_and_drains(
+    s: &Schema,
+    topic: &str,
+    cfg: PathBuf,
+    env: &[(&str, &str)],
+    published: impl AsyncFn() -> usize,
+) {
+    omnibox(&s.url)
+        .args(["--schema", &s.name, "migrate"])
+        .assert()
+        .success();
     s.enqueue(topic, BEFORE).await;
     insert_foreign_row(s, topic).await;
     let relay = Relay::start(s, &cfg, env);
     let total = (BEFORE + 1) as i64;
-    until("the backlog to be published", Duration::from_secs(60), async || s.count("status = 'completed'").await == total).await;
+    until(
+        "the backlog to be published",
+        Duration::from_secs(60),
+        async || s.count("status = 'completed'").await == total,
+    )
+    .await;
     // Committed while the relay idles on a 30 s poll: only NOTIFY wakes it in time.
     let woke = Instant::now();
     s.enqueue_notify(topic, AFTER).await;
     let total = (BEFORE + 1 + AFTER) as i64;
-    until("events committed later to be published", Duration::from_secs(20), async || s.count("status = 'completed'").await == total).await;
+    until(
+        "events committed later to be published",
+        Duration::from_secs(20),
+        async || s.count("status = 'completed'").await == total,
+    )
+    .await;
     assert!(woke.elapsed() < Duration::from_secs(20));
-    until("the broker to hold every message", Duration::from_secs(30), async || published().await == BEFORE + 1 + AFTER).await;
+    until(
+        "the broker to hold every message",
+        Duration::from_secs(30),
+        async || published().await == BEFORE + 1 + AFTER,
+    )
+    .await;
     let (status, err) = relay.terminate();
     assert!(status.success(), "exit {status}: {err}");
     assert!(err.contains("draining"), "{err}");
     assert!(err.contains("relay stopped"), "{err}");
-    let first: serde_json::Value = serde_json::from_str(err.lines().next().unwrap()).expect("JSON log lines");
+    let first: serde_json::Value =
+        serde_json::from_str(err.lines().next().unwrap()).expect("JSON log lines");
     assert!(first.get("level").is_some(), "{first}");
-    assert_eq!(s.count("locked_at IS NOT NULL").await, 0, "nothing left leased");
+    assert_eq!(
+        s.count("locked_at IS NOT NULL").await,
+        0,
+        "nothing left leased"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -162,20 +205,46 @@ async fn relay_to_rabbitmq_publishes_library_and_foreign_rows_and_drains_on_sigt
     use omnibox_rabbitmq::lapin::{Connection, ConnectionProperties};
 
     let s = Schema::new().await;
-    let amqp = omnibox_testing::amqp_url().await.unwrap_or_else(|e| panic!("{e}"));
+    let amqp = omnibox_testing::amqp_url()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let queue = omnibox_testing::unique_name("cli_orders");
-    let conn = Connection::connect(&amqp, ConnectionProperties::default()).await.unwrap();
+    let conn = Connection::connect(&amqp, ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let declare = |passive| QueueDeclareOptions { durable: true, passive, ..Default::default() };
-    ch.queue_declare(queue.as_str().into(), declare(false), FieldTable::default()).await.unwrap();
+    let declare = |passive| QueueDeclareOptions {
+        durable: true,
+        passive,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), declare(false), FieldTable::default())
+        .await
+        .unwrap();
     // The URL comes from the environment, overriding the file: settings compose.
-    let cfg = config(&s, Some("rabbitmq"), "[rabbitmq]\nurl = \"amqp://nobody:wrong@127.0.0.1:1/%2f\"\n");
+    let cfg = config(
+        &s,
+        Some("rabbitmq"),
+        "[rabbitmq]\nurl = \"amqp://nobody:wrong@127.0.0.1:1/%2f\"\n",
+    );
     let count = async || {
-        let q = ch.queue_declare(queue.as_str().into(), declare(true), FieldTable::default()).await.unwrap();
+        let q = ch
+            .queue_declare(queue.as_str().into(), declare(true), FieldTable::default())
+            .await
+            .unwrap();
         q.message_count() as usize
     };
-    relays_and_drains(&s, &queue, cfg, &[("OMNIBOX_RABBITMQ__URL", amqp.as_str())], count).await;
-    let _ = ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    relays_and_drains(
+        &s,
+        &queue,
+        cfg,
+        &[("OMNIBOX_RABBITMQ__URL", amqp.as_str())],
+        count,
+    )
+    .await;
+    let _ = ch
+        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +252,9 @@ async fn relay_to_nats_publishes_and_drains_on_sigterm() {
     use omnibox_nats::async_nats::{self, jetstream};
 
     let s = Schema::new().await;
-    let url = omnibox_testing::nats_url().await.unwrap_or_else(|e| panic!("{e}"));
+    let url = omnibox_testing::nats_url()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let subject = omnibox_testing::unique_name("cli_orders");
     let js = jetstream::new(async_nats::connect(&url).await.unwrap());
     let stream = subject.clone();
@@ -223,7 +294,11 @@ async fn relay_to_kafka_publishes_and_drains_on_sigterm() {
     if let Some(m) = &mock {
         m.create_topic(&topic, 1, 1).unwrap();
     }
-    let cfg = config(&s, Some("kafka"), &format!("[kafka]\nbootstrap_servers = \"{bootstrap}\"\n"));
+    let cfg = config(
+        &s,
+        Some("kafka"),
+        &format!("[kafka]\nbootstrap_servers = \"{bootstrap}\"\n"),
+    );
     let counter: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &bootstrap)
         .set("group.id", omnibox_testing::unique_name("cli_count"))
@@ -244,15 +319,28 @@ async fn relay_to_kafka_publishes_and_drains_on_sigterm() {
 #[tokio::test(flavor = "multi_thread")]
 async fn relay_with_an_unreachable_broker_or_no_broker_exits_1_or_2_with_one_line() {
     let s = Schema::new().await;
-    omnibox(&s.url).args(["--schema", &s.name, "migrate"]).assert().success();
-    let cfg = config(&s, Some("rabbitmq"), "[rabbitmq]\nurl = \"amqp://guest:hunter2@127.0.0.1:1/%2f\"\n");
-    let out = omnibox(&s.url).args(["--config", cfg.to_str().unwrap(), "relay"]).assert().code(1);
+    omnibox(&s.url)
+        .args(["--schema", &s.name, "migrate"])
+        .assert()
+        .success();
+    let cfg = config(
+        &s,
+        Some("rabbitmq"),
+        "[rabbitmq]\nurl = \"amqp://guest:hunter2@127.0.0.1:1/%2f\"\n",
+    );
+    let out = omnibox(&s.url)
+        .args(["--config", cfg.to_str().unwrap(), "relay"])
+        .assert()
+        .code(1);
     let err = stderr(&out);
     let last = err.trim().lines().last().unwrap_or_default().to_owned();
     assert!(last.contains("cannot connect to RabbitMQ"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 
     let cfg = config(&s, None, "");
-    let out = omnibox(&s.url).args(["--config", cfg.to_str().unwrap(), "relay"]).assert().code(2);
+    let out = omnibox(&s.url)
+        .args(["--config", cfg.to_str().unwrap(), "relay"])
+        .assert()
+        .code(2);
     assert!(stderr(&out).contains("no broker"), "{}", stderr(&out));
 }

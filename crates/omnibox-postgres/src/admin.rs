@@ -97,7 +97,10 @@ fn filter_clause(kind: EventKind, f: &Filters, first: usize) -> (String, Vec<Vec
     let mut binds = Vec::new();
     for (col, list) in lists {
         if !list.is_empty() {
-            sql.push_str(&format!(" AND {col} = ANY(${}::text[])", first + binds.len()));
+            sql.push_str(&format!(
+                " AND {col} = ANY(${}::text[])",
+                first + binds.len()
+            ));
             binds.push(list.clone());
         }
     }
@@ -107,7 +110,10 @@ fn filter_clause(kind: EventKind, f: &Filters, first: usize) -> (String, Vec<Vec
 impl<E: PgEvent> PgEventStore<E> {
     /// The event with this id, if any.
     pub async fn event(&self, conn: &mut PgConnection, id: Uuid) -> Result<Option<E>, StoreError> {
-        let sql = format!("SELECT * FROM {} WHERE id = $1 LIMIT 1", self.names().qualified);
+        let sql = format!(
+            "SELECT * FROM {} WHERE id = $1 LIMIT 1",
+            self.names().qualified
+        );
         let row = sqlx::query(AssertSqlSafe(sql))
             .persistent(self.persistent())
             .bind(id)
@@ -139,7 +145,10 @@ impl<E: PgEvent> PgEventStore<E> {
     }
 
     /// Counts per topic (outbox) or source (inbox), ordered by name.
-    pub async fn status_by_route(&self, conn: &mut PgConnection) -> Result<Vec<Status>, StoreError> {
+    pub async fn status_by_route(
+        &self,
+        conn: &mut PgConnection,
+    ) -> Result<Vec<Status>, StoreError> {
         let col = route_column(E::KIND);
         let sql = format!(
             "SELECT {col} AS route, {COUNTS} FROM {q} GROUP BY {col} ORDER BY {col}",

@@ -12,6 +12,12 @@ use crate::error::ResultExt;
 /// Runs in one transaction under an advisory lock (concurrent callers wait, then see the
 /// work done). History is kept in `<schema>.omnibox_migrations`, so the application's own
 /// `_sqlx_migrations` table is never touched. Returns the migrations applied now.
+///
+/// **Tables created elsewhere.** When version 1 of an event table is not in the history but
+/// a table of that name already exists with the omni-box columns (created by omni-box's own
+/// migrations, which are column-compatible), it is adopted: version 1 is recorded as done
+/// without running, and the later versions (dead letters, indexes) apply as usual. A table
+/// of that name without those columns is left alone and the `CREATE TABLE` fails.
 pub async fn migrate(pool: &PgPool, config: &PgStoreConfig) -> Result<Vec<Migration>, StoreError> {
     let tables = config.tables()?;
     let mut tx = pool.begin().await.op("migrate")?;
@@ -52,6 +58,18 @@ pub async fn migrate(pool: &PgPool, config: &PgStoreConfig) -> Result<Vec<Migrat
         if done {
             continue;
         }
+        if m.version == 1 && adoptable(&mut tx, &tables.schema, &m.table).await? {
+            sqlx::query(AssertSqlSafe(insert.clone()))
+                .persistent(false)
+                .bind(&m.table)
+                .bind(m.version)
+                .bind("adopted an existing table (created by omni-box or by hand)")
+                .execute(&mut *tx)
+                .await
+                .op("migrate")?;
+            tracing::info!(table = %m.table, "migrate: adopted an existing event table as version 1");
+            continue;
+        }
         sqlx::raw_sql(AssertSqlSafe(m.sql.clone()))
             .execute(&mut *tx)
             .await
@@ -68,6 +86,39 @@ pub async fn migrate(pool: &PgPool, config: &PgStoreConfig) -> Result<Vec<Migrat
     }
     tx.commit().await.op("migrate")?;
     Ok(applied)
+}
+
+/// Columns an existing table must have to be adopted as version 1.
+const EVENT_COLUMNS: &[&str] = &[
+    "id",
+    "event_type",
+    "payload",
+    "status",
+    "attempts_made",
+    "max_attempts",
+    "scheduled_at",
+    "locked_at",
+    "locked_by",
+    "created_at",
+];
+
+async fn adoptable(
+    tx: &mut sqlx::PgConnection,
+    schema: &crate::ident::Ident,
+    table: &str,
+) -> Result<bool, StoreError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.columns \
+         WHERE table_schema = $1 AND table_name = $2 AND column_name = ANY($3::text[])",
+    )
+    .persistent(false)
+    .bind(schema.as_str())
+    .bind(table)
+    .bind(EVENT_COLUMNS)
+    .fetch_one(&mut *tx)
+    .await
+    .op("migrate")?;
+    Ok(usize::try_from(n).unwrap_or(0) == EVENT_COLUMNS.len())
 }
 
 /// The SQL `migrate` would apply for `config` on an empty schema, for users who hand DDL

@@ -8,7 +8,8 @@ use crate::SettingsError;
 
 /// A lease or age as the `TimeDelta` the stores take; `key` names it in the error.
 pub(crate) fn time_delta(key: &str, d: Duration) -> Result<TimeDelta, SettingsError> {
-    TimeDelta::from_std(d).map_err(|_| SettingsError::invalid(key, "settings", "duration is too long"))
+    TimeDelta::from_std(d)
+        .map_err(|_| SettingsError::invalid(key, "settings", "duration is too long"))
 }
 
 /// A validation error from a builder, attributed to a section.

@@ -46,6 +46,9 @@ impl fmt::Debug for DatabaseSettings {
 impl DatabaseSettings {
     /// The URL with its password masked, for messages.
     pub fn display_url(&self) -> String {
-        self.url.as_deref().map(redact).unwrap_or_else(|| "(not set)".into())
+        self.url
+            .as_deref()
+            .map(redact)
+            .unwrap_or_else(|| "(not set)".into())
     }
 }

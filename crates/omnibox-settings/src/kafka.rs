@@ -82,10 +82,13 @@ mod tests {
     #[test]
     fn debug_masks_secret_properties_only() {
         let mut s = KafkaSettings::default();
-        s.properties.insert("sasl.password".into(), "hunter2".into());
+        s.properties
+            .insert("sasl.password".into(), "hunter2".into());
         s.properties.insert("ssl.key.password".into(), "pw".into());
-        s.properties.insert("ssl.ca.location".into(), "/etc/ca.pem".into());
-        s.properties.insert("security.protocol".into(), "ssl".into());
+        s.properties
+            .insert("ssl.ca.location".into(), "/etc/ca.pem".into());
+        s.properties
+            .insert("security.protocol".into(), "ssl".into());
         let d = format!("{s:?}");
         assert!(!d.contains("hunter2") && !d.contains("\"pw\""), "{d}");
         assert!(d.contains("/etc/ca.pem") && d.contains("ssl"), "{d}");

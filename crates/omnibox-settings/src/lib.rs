@@ -165,20 +165,56 @@ impl Settings {
                 });
             }
         };
-        bad("relay.workers", self.relay.workers >= 1, "must be at least 1");
-        bad("relay.batch_size", self.relay.batch_size >= 1, "must be at least 1");
+        bad(
+            "relay.workers",
+            self.relay.workers >= 1,
+            "must be at least 1",
+        );
+        bad(
+            "relay.batch_size",
+            self.relay.batch_size >= 1,
+            "must be at least 1",
+        );
         bad(
             "relay.publish_concurrency",
             self.relay.publish_concurrency >= 1,
             "must be at least 1",
         );
-        bad("relay.publish_timeout", !self.relay.publish_timeout.is_zero(), "must be positive");
-        bad("relay.lease_ttl", !self.relay.lease_ttl.is_zero(), "must be positive");
-        bad("relay.poll_interval", !self.relay.poll_interval.is_zero(), "must be positive");
-        bad("inbox.lease_ttl", !self.inbox.lease_ttl.is_zero(), "must be positive");
-        bad("maintenance.interval", !self.maintenance.interval.is_zero(), "must be positive");
-        bad("database.max_connections", self.database.max_connections >= 1, "must be at least 1");
-        bad("store.max_attempts", self.store.max_attempts >= 1, "must be at least 1");
+        bad(
+            "relay.publish_timeout",
+            !self.relay.publish_timeout.is_zero(),
+            "must be positive",
+        );
+        bad(
+            "relay.lease_ttl",
+            !self.relay.lease_ttl.is_zero(),
+            "must be positive",
+        );
+        bad(
+            "relay.poll_interval",
+            !self.relay.poll_interval.is_zero(),
+            "must be positive",
+        );
+        bad(
+            "inbox.lease_ttl",
+            !self.inbox.lease_ttl.is_zero(),
+            "must be positive",
+        );
+        bad(
+            "maintenance.interval",
+            !self.maintenance.interval.is_zero(),
+            "must be positive",
+        );
+        bad(
+            "database.max_connections",
+            self.database.max_connections >= 1,
+            "must be at least 1",
+        );
+        bad(
+            "store.max_attempts",
+            self.store.max_attempts >= 1,
+            "must be at least 1",
+        );
         if problems.is_empty() {
             Ok(())
         } else {

@@ -114,7 +114,9 @@ impl Loader {
                     .split("__"),
             );
         }
-        let settings: Settings = figment.extract().map_err(|e| self.problems(e, text.as_deref()))?;
+        let settings: Settings = figment
+            .extract()
+            .map_err(|e| self.problems(e, text.as_deref()))?;
         settings.check()?;
         Ok(settings)
     }
@@ -127,7 +129,11 @@ impl Loader {
                 let message = match &e.kind {
                     figment::error::Kind::UnknownField(field, expected) => {
                         if e.path.last() != Some(field) {
-                            key = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                            key = if key.is_empty() {
+                                field.clone()
+                            } else {
+                                format!("{key}.{field}")
+                            };
                         }
                         if expected.is_empty() {
                             "unknown key".to_owned()
@@ -215,7 +221,8 @@ mod tests {
 
     #[test]
     fn finds_keys_under_headers_and_dotted_keys() {
-        let t = "# c\n[relay]\nbatch_size = 5\n\n[rabbitmq.consumer]\nprefetch = 2\n[store]\nx.y = 1\n";
+        let t =
+            "# c\n[relay]\nbatch_size = 5\n\n[rabbitmq.consumer]\nprefetch = 2\n[store]\nx.y = 1\n";
         assert_eq!(line_of(t, "relay.batch_size"), Some(3));
         assert_eq!(line_of(t, "rabbitmq.consumer.prefetch"), Some(6));
         assert_eq!(line_of(t, "rabbitmq.consumer"), Some(5));

@@ -42,7 +42,9 @@ impl Default for MaintenanceSettings {
         Self {
             enabled: true,
             interval: DEFAULT_INTERVAL,
-            stale_after: DEFAULT_STALE_AFTER.to_std().unwrap_or(Duration::from_secs(600)),
+            stale_after: DEFAULT_STALE_AFTER
+                .to_std()
+                .unwrap_or(Duration::from_secs(600)),
             stale_batch: DEFAULT_STALE_BATCH,
             retention: None,
             cleanup_batch: DEFAULT_CLEANUP_BATCH_SIZE,

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use omnibox_core::OutboxEvent;
 use omnibox_core::pipeline::steps::{
-    CircuitBreakerStep, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PUBLISH_TIMEOUT, DEFAULT_RECOVERY_TIMEOUT,
+    CircuitBreakerStep, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PUBLISH_TIMEOUT,
+    DEFAULT_RECOVERY_TIMEOUT,
 };
 use omnibox_core::publisher::Publisher;
 use omnibox_core::relay::{DEFAULT_BATCH_SIZE, OutboxRelayBuilder};
@@ -15,9 +16,9 @@ use omnibox_core::worker::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::SettingsError;
 use crate::backoff::BackoffSettings;
 use crate::convert::{default_lease, invalid, time_delta};
-use crate::SettingsError;
 
 /// `[relay]`: batch, publishing, leases, retries, claim filters, and the worker loop.
 /// Defaults are those of [`OutboxRelay::builder`](omnibox_core::relay::OutboxRelay::builder)

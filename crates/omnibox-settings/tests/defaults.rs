@@ -1,5 +1,6 @@
 //! An empty settings file gives exactly the builders' defaults: each section applied to
 //! a bare builder builds the same thing as the bare builder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use omnibox_core::WorkerId;
 use omnibox_core::inbox::InboxRunner;
@@ -32,13 +33,22 @@ fn relay_and_relay_worker_defaults_are_the_builders() {
     let bare = OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new());
     let applied = s
         .relay
-        .apply(OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new()))
+        .apply(OutboxRelay::builder(
+            MemoryOutboxStore::default(),
+            MemoryBroker::new(),
+        ))
         .unwrap();
     assert_eq!(format!("{bare:?}"), format!("{applied:?}"));
 
     let id = WorkerId::new("w-1").unwrap();
-    let relay = || OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new()).build().unwrap();
-    let bare = RelayWorker::builder(relay(), MemoryDb::new(), id.clone()).build().unwrap();
+    let relay = || {
+        OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new())
+            .build()
+            .unwrap()
+    };
+    let bare = RelayWorker::builder(relay(), MemoryDb::new(), id.clone())
+        .build()
+        .unwrap();
     let applied = s
         .relay
         .apply_worker(RelayWorker::builder(relay(), MemoryDb::new(), id))
@@ -68,9 +78,12 @@ fn inbox_defaults_are_the_runner_builders() {
 #[test]
 fn maintenance_defaults_are_the_workers() {
     let s = empty();
-    let bare = MaintenanceWorker::builder(Maintenance::new(MemoryOutboxStore::default()), MemoryDb::new())
-        .build()
-        .unwrap();
+    let bare = MaintenanceWorker::builder(
+        Maintenance::new(MemoryOutboxStore::default()),
+        MemoryDb::new(),
+    )
+    .build()
+    .unwrap();
     let applied = s
         .maintenance
         .apply(MaintenanceWorker::builder(
@@ -125,6 +138,9 @@ fn nats_defaults_are_the_options_defaults() {
 #[test]
 fn metrics_defaults_are_the_sinks() {
     let s = empty();
-    assert_eq!(s.metrics.sink().unwrap().prefix(), omnibox_metrics::DEFAULT_PREFIX);
+    assert_eq!(
+        s.metrics.sink().unwrap().prefix(),
+        omnibox_metrics::DEFAULT_PREFIX
+    );
     assert!(s.metrics.prometheus_options().unwrap().is_none());
 }

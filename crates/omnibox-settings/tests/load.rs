@@ -2,11 +2,14 @@
 //! that name the key and its source without leaking secrets. Environment variables are
 //! set inside `figment::Jail`, which serialises the tests that touch the environment and
 //! restores it afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 use std::time::Duration;
 
 use figment::Jail;
-use omnibox_settings::{AckSetting, BrokerKind, CompletionSetting, Loader, Settings, SettingsError};
+use omnibox_settings::{
+    AckSetting, BrokerKind, CompletionSetting, Loader, Settings, SettingsError,
+};
 
 fn problems(e: &SettingsError) -> Vec<(String, String, String)> {
     e.problems()
@@ -39,9 +42,15 @@ ack_strategy = "at_least_once_on_success"
         jail.set_env("OMNIBOX_RELAY__LEASE_TTL", "2m");
         jail.set_env("OMNIBOX_RABBITMQ__CONSUMER__PREFETCH", "64");
         jail.set_env("OMNIBOX_CONFIG", "relay.toml"); // names the file; not a setting
-        let s = Loader::new().file("relay.toml").load().map_err(|e| e.to_string())?;
+        let s = Loader::new()
+            .file("relay.toml")
+            .load()
+            .map_err(|e| e.to_string())?;
         assert_eq!(s.broker, Some(BrokerKind::Nats));
-        assert_eq!(s.database.url.as_deref(), Some("postgres://env@127.0.0.1/env"));
+        assert_eq!(
+            s.database.url.as_deref(),
+            Some("postgres://env@127.0.0.1/env")
+        );
         assert_eq!(s.store.schema, "billing");
         assert_eq!(s.store.completion, CompletionSetting::Delete);
         assert_eq!(s.relay.batch_size, 1000, "the variable wins over the file");
@@ -51,8 +60,14 @@ ack_strategy = "at_least_once_on_success"
         assert_eq!(s.inbox.ack_strategy, AckSetting::AtLeastOnceOnSuccess);
 
         jail.set_env("OMNIBOX_DATABASE__URL", "postgres://omnibox@127.0.0.1/x");
-        let s = Loader::new().file("relay.toml").load().map_err(|e| e.to_string())?;
-        assert_eq!(s.database.url.as_deref(), Some("postgres://omnibox@127.0.0.1/x"));
+        let s = Loader::new()
+            .file("relay.toml")
+            .load()
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            s.database.url.as_deref(),
+            Some("postgres://omnibox@127.0.0.1/x")
+        );
         Ok(())
     });
 }
@@ -60,7 +75,10 @@ ack_strategy = "at_least_once_on_success"
 #[test]
 fn unknown_keys_name_the_file_line_or_the_variable() {
     Jail::expect_with(|jail| {
-        jail.create_file("relay.toml", "[relay]\nbatch_size = 10\n\n[relya]\nworkers = 2\n")?;
+        jail.create_file(
+            "relay.toml",
+            "[relay]\nbatch_size = 10\n\n[relya]\nworkers = 2\n",
+        )?;
         let err = Loader::new().file("relay.toml").load().unwrap_err();
         assert_eq!(problems(&err)[0].0, "relya");
         assert_eq!(problems(&err)[0].1, "relay.toml line 4");
@@ -68,8 +86,14 @@ fn unknown_keys_name_the_file_line_or_the_variable() {
         jail.create_file("relay.toml", "[relay]\nbatch_size = 10\nbatchsize = 20\n")?;
         let err = Loader::new().file("relay.toml").load().unwrap_err();
         let p = &problems(&err)[0];
-        assert_eq!((p.0.as_str(), p.1.as_str()), ("relay.batchsize", "relay.toml line 3"));
-        assert!(p.2.contains("unknown key") && p.2.contains("batch_size"), "{p:?}");
+        assert_eq!(
+            (p.0.as_str(), p.1.as_str()),
+            ("relay.batchsize", "relay.toml line 3")
+        );
+        assert!(
+            p.2.contains("unknown key") && p.2.contains("batch_size"),
+            "{p:?}"
+        );
 
         jail.create_file("relay.toml", "")?;
         jail.set_env("OMNIBOX_RELAY__BATCHSIZE", "5");
@@ -77,9 +101,15 @@ fn unknown_keys_name_the_file_line_or_the_variable() {
         let p = &problems(&err)[0];
         assert_eq!(
             (p.0.as_str(), p.1.as_str()),
-            ("relay.batchsize", "environment variable OMNIBOX_RELAY__BATCHSIZE")
+            (
+                "relay.batchsize",
+                "environment variable OMNIBOX_RELAY__BATCHSIZE"
+            )
         );
-        assert!(err.to_string().contains("OMNIBOX_RELAY__BATCHSIZE"), "{err}");
+        assert!(
+            err.to_string().contains("OMNIBOX_RELAY__BATCHSIZE"),
+            "{err}"
+        );
         Ok(())
     });
 }
@@ -90,7 +120,10 @@ fn bad_values_name_the_key_and_source() {
         jail.create_file("relay.toml", "[relay]\npublish_timeout = \"soon\"\n")?;
         let err = Loader::new().file("relay.toml").load().unwrap_err();
         let p = &problems(&err)[0];
-        assert_eq!((p.0.as_str(), p.1.as_str()), ("relay.publish_timeout", "relay.toml line 2"));
+        assert_eq!(
+            (p.0.as_str(), p.1.as_str()),
+            ("relay.publish_timeout", "relay.toml line 2")
+        );
 
         jail.create_file("relay.toml", "")?;
         jail.set_env("OMNIBOX_RELAY__BATCH_SIZE", "many");
@@ -98,7 +131,10 @@ fn bad_values_name_the_key_and_source() {
         let p = &problems(&err)[0];
         assert_eq!(
             (p.0.as_str(), p.1.as_str()),
-            ("relay.batch_size", "environment variable OMNIBOX_RELAY__BATCH_SIZE")
+            (
+                "relay.batch_size",
+                "environment variable OMNIBOX_RELAY__BATCH_SIZE"
+            )
         );
         assert!(p.2.contains("many"), "{p:?}");
         Ok(())
@@ -115,16 +151,25 @@ fn bad_values_name_the_key_and_source() {
 #[test]
 fn secrets_never_appear_in_errors_or_debug() {
     Jail::expect_with(|jail| {
-        jail.create_file("relay.toml", "[database]\nmax_connections = \"postgres://app:hunter2@db/app\"\n")?;
+        jail.create_file(
+            "relay.toml",
+            "[database]\nmax_connections = \"postgres://app:hunter2@db/app\"\n",
+        )?;
         let err = Loader::new().file("relay.toml").load().unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        assert!(err.to_string().contains("postgres://app:***@db/app"), "{err}");
+        assert!(
+            err.to_string().contains("postgres://app:***@db/app"),
+            "{err}"
+        );
 
         jail.create_file("relay.toml", "")?;
         jail.set_env("DATABASE_URL", "postgres://app:hunter2@db/app");
         jail.set_env("OMNIBOX_RABBITMQ__URL", "amqp://guest:hunter2@mq:5672/%2f");
         jail.set_env("OMNIBOX_NATS__URL", "nats://u:hunter2@n:4222");
-        let s = Loader::new().file("relay.toml").load().map_err(|e| e.to_string())?;
+        let s = Loader::new()
+            .file("relay.toml")
+            .load()
+            .map_err(|e| e.to_string())?;
         let debug = format!("{s:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(debug.contains("amqp://guest:***@mq:5672/%2f"), "{debug}");
@@ -135,7 +180,13 @@ fn secrets_never_appear_in_errors_or_debug() {
 
 #[test]
 fn a_missing_file_is_a_read_error_naming_it() {
-    let err = Loader::new().file("/nonexistent/omnibox.toml").load().unwrap_err();
+    let err = Loader::new()
+        .file("/nonexistent/omnibox.toml")
+        .load()
+        .unwrap_err();
     assert!(matches!(err, SettingsError::Read { .. }));
-    assert!(err.to_string().contains("/nonexistent/omnibox.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/omnibox.toml"),
+        "{err}"
+    );
 }

@@ -65,7 +65,13 @@ async fn on<E: PgEvent>(
                         ]
                     })
                     .collect();
-                print!("{}", format::table(&["id", "age", "event type", "route", "attempts", "error"], &rows));
+                print!(
+                    "{}",
+                    format::table(
+                        &["id", "age", "event type", "route", "attempts", "error"],
+                        &rows
+                    )
+                );
             }
             Ok(())
         }
@@ -92,13 +98,18 @@ async fn on<E: PgEvent>(
                         ]
                     })
                     .collect();
-                print!("{}", format::table(&["group", "letters", "newest", "sample error"], &rows));
+                print!(
+                    "{}",
+                    format::table(&["group", "letters", "newest", "sample error"], &rows)
+                );
             }
             Ok(())
         }
         DeadLettersCommand::Show { id, .. } => {
             let Some(letter) = store.dead_letter_by_id(conn, id).await? else {
-                return Err(CliError::not_found(format!("no dead letter {id} in {table}")));
+                return Err(CliError::not_found(format!(
+                    "no dead letter {id} in {table}"
+                )));
             };
             if ctx.json {
                 format::json(&letter);
@@ -106,7 +117,13 @@ async fn on<E: PgEvent>(
                 let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
                 let rows = vec![
                     vec!["id".into(), letter.id.to_string()],
-                    vec!["event_id".into(), letter.event_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into())],
+                    vec![
+                        "event_id".into(),
+                        letter
+                            .event_id
+                            .map(|u| u.to_string())
+                            .unwrap_or_else(|| "-".into()),
+                    ],
                     vec!["kind".into(), letter.kind.clone()],
                     vec!["event_type".into(), opt(&letter.event_type)],
                     vec!["route".into(), opt(&letter.route)],
@@ -114,24 +131,48 @@ async fn on<E: PgEvent>(
                     vec!["attempts".into(), letter.attempts.to_string()],
                     vec!["created_at".into(), letter.created_at.to_rfc3339()],
                     vec!["error".into(), one_line(&letter.error, 400)],
-                    vec!["body size".into(), format::size(letter.original_body().len())],
+                    vec![
+                        "body size".into(),
+                        format::size(letter.original_body().len()),
+                    ],
                 ];
                 print!("{}", format::table(&["field", "value"], &rows));
                 println!("body:\n{}", letter.body);
             }
             Ok(())
         }
-        DeadLettersCommand::Replay { select, dry_run, confirm: c, .. } => {
-            act(ctx, conn, store, &table, select, dry_run, c, Action::Replay).await
-        }
-        DeadLettersCommand::Discard { select, dry_run, confirm: c, .. } => {
-            act(ctx, conn, store, &table, select, dry_run, c, Action::Discard).await
+        DeadLettersCommand::Replay {
+            select,
+            dry_run,
+            confirm: c,
+            ..
+        } => act(ctx, conn, store, &table, select, dry_run, c, Action::Replay).await,
+        DeadLettersCommand::Discard {
+            select,
+            dry_run,
+            confirm: c,
+            ..
+        } => {
+            act(
+                ctx,
+                conn,
+                store,
+                &table,
+                select,
+                dry_run,
+                c,
+                Action::Discard,
+            )
+            .await
         }
     }
 }
 
 fn one_line(s: &str, max: usize) -> String {
-    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if flat.chars().count() > max {
         format!("{}…", flat.chars().take(max).collect::<String>())
     } else {
@@ -145,7 +186,9 @@ async fn all_letters<E: PgEvent>(
 ) -> CliResult<Vec<DeadLetter>> {
     let mut out = Vec::new();
     loop {
-        let page = store.list_dead_letters(conn, 1000, out.len() as u64).await?;
+        let page = store
+            .list_dead_letters(conn, 1000, out.len() as u64)
+            .await?;
         let n = page.len();
         out.extend(page);
         if n < 1000 {
@@ -183,14 +226,24 @@ async fn resolve<E: PgEvent>(
         all_letters(store, conn)
             .await?
             .into_iter()
-            .filter(|l| s.event_types.is_empty() || l.event_type.as_ref().is_some_and(|t| s.event_types.contains(t)))
-            .filter(|l| s.routes.is_empty() || l.route.as_ref().is_some_and(|r| s.routes.contains(r)))
+            .filter(|l| {
+                s.event_types.is_empty()
+                    || l.event_type
+                        .as_ref()
+                        .is_some_and(|t| s.event_types.contains(t))
+            })
+            .filter(|l| {
+                s.routes.is_empty() || l.route.as_ref().is_some_and(|r| s.routes.contains(r))
+            })
             .map(|l| l.id)
             .collect()
     } else {
         s.ids
     };
-    Ok(ids.chunks(CHUNK).map(|c| DeadLetterSelector::Ids(c.to_vec())).collect())
+    Ok(ids
+        .chunks(CHUNK)
+        .map(|c| DeadLetterSelector::Ids(c.to_vec()))
+        .collect())
 }
 
 /// `(changed, skipped)` of one selector, in the caller's transaction.
@@ -238,9 +291,13 @@ async fn act<E: PgEvent>(
     }
     if dry_run {
         if ctx.json {
-            format::json(&json!({"dry_run": true, "action": verb, "would_change": would, "would_skip": would_skip}));
+            format::json(
+                &json!({"dry_run": true, "action": verb, "would_change": would, "would_skip": would_skip}),
+            );
         } else {
-            println!("dry run: would {verb} {would} dead letters of {table} ({would_skip} skipped)");
+            println!(
+                "dry run: would {verb} {would} dead letters of {table} ({would_skip} skipped)"
+            );
         }
         return Ok(());
     }

@@ -53,7 +53,12 @@ async fn on<E: PgEvent + Serialize>(
             }
             Ok(())
         }
-        EventsCommand::ForceUnlock { id, reason, confirm: c, .. } => {
+        EventsCommand::ForceUnlock {
+            id,
+            reason,
+            confirm: c,
+            ..
+        } => {
             let Some(e) = store.event(&mut conn, id).await? else {
                 return Err(CliError::not_found(format!("no event {id} in {table}")));
             };
@@ -62,14 +67,30 @@ async fn on<E: PgEvent + Serialize>(
             };
             confirm(c, &format!("release the lease of {holder} on event {id}?"))?;
             if store.force_unlock(&mut conn, id, &reason).await? {
-                report(ctx, json!({"id": id, "unlocked": true, "previous_holder": holder}), &format!("event {id}: lease of {holder} released"));
+                report(
+                    ctx,
+                    json!({"id": id, "unlocked": true, "previous_holder": holder}),
+                    &format!("event {id}: lease of {holder} released"),
+                );
                 Ok(())
             } else {
-                Err(CliError::not_found(format!("event {id} is no longer leased")))
+                Err(CliError::not_found(format!(
+                    "event {id} is no longer leased"
+                )))
             }
         }
-        EventsCommand::Cancel { filter, all, reason, dry_run, confirm: c, .. } => {
-            cancel(ctx, &mut conn, store, &table, filter, all, &reason, dry_run, c).await
+        EventsCommand::Cancel {
+            filter,
+            all,
+            reason,
+            dry_run,
+            confirm: c,
+            ..
+        } => {
+            cancel(
+                ctx, &mut conn, store, &table, filter, all, &reason, dry_run, c,
+            )
+            .await
         }
     }
 }
@@ -87,7 +108,9 @@ async fn cancel<E: PgEvent>(
     c: Confirm,
 ) -> CliResult {
     if filter.is_empty() && !all {
-        return Err(CliError::usage("events cancel: give a filter (--topic, --source, --event-type, --aggregate-type) or --all"));
+        return Err(CliError::usage(
+            "events cancel: give a filter (--topic, --source, --event-type, --aggregate-type) or --all",
+        ));
     }
     let filters = Filters::none()
         .topics(filter.topics)
@@ -102,22 +125,35 @@ async fn cancel<E: PgEvent>(
         report(
             ctx,
             json!({"dry_run": true, "would_cancel": preview.cancelled, "leased": preview.leased}),
-            &format!("dry run: would cancel {} pending events of {table} ({} leased, left alone)", preview.cancelled, preview.leased),
+            &format!(
+                "dry run: would cancel {} pending events of {table} ({} leased, left alone)",
+                preview.cancelled, preview.leased
+            ),
         );
         return Ok(());
     }
     if preview.cancelled == 0 {
-        report(ctx, json!({"cancelled": 0, "leased": preview.leased}), &format!("nothing to cancel ({} leased)", preview.leased));
+        report(
+            ctx,
+            json!({"cancelled": 0, "leased": preview.leased}),
+            &format!("nothing to cancel ({} leased)", preview.leased),
+        );
         return Ok(());
     }
-    confirm(c, &format!("cancel {} pending events of {table}?", preview.cancelled))?;
+    confirm(
+        c,
+        &format!("cancel {} pending events of {table}?", preview.cancelled),
+    )?;
     let mut tx = conn.begin().await.map_err(db_error)?;
     let done = store.cancel_pending(&mut tx, &filters, reason).await?;
     tx.commit().await.map_err(db_error)?;
     report(
         ctx,
         json!({"cancelled": done.cancelled, "leased": done.leased}),
-        &format!("cancelled {} events of {table} ({} leased, left alone); `dead-letters replay` undoes it", done.cancelled, done.leased),
+        &format!(
+            "cancelled {} events of {table} ({} leased, left alone); `dead-letters replay` undoes it",
+            done.cancelled, done.leased
+        ),
     );
     Ok(())
 }
@@ -128,15 +164,27 @@ pub async fn requeue(ctx: &Context, id: Uuid, table: Table) -> CliResult {
     let mut conn = pool.acquire().await.map_err(db_error)?;
     let (done, name) = if table.inbox {
         let s = ctx.inbox()?;
-        (s.requeue_failed(&mut conn, id).await?, s.names().table.as_str().to_owned())
+        (
+            s.requeue_failed(&mut conn, id).await?,
+            s.names().table.as_str().to_owned(),
+        )
     } else {
         let s = ctx.outbox()?;
-        (s.requeue_failed(&mut conn, id).await?, s.names().table.as_str().to_owned())
+        (
+            s.requeue_failed(&mut conn, id).await?,
+            s.names().table.as_str().to_owned(),
+        )
     };
     if !done {
-        return Err(CliError::not_found(format!("event {id} is not a failed event of {name}")));
+        return Err(CliError::not_found(format!(
+            "event {id} is not a failed event of {name}"
+        )));
     }
-    report(ctx, json!({"id": id, "requeued": true}), &format!("event {id}: pending again, with a fresh attempt budget"));
+    report(
+        ctx,
+        json!({"id": id, "requeued": true}),
+        &format!("event {id}: pending again, with a fresh attempt budget"),
+    );
     Ok(())
 }
 
@@ -155,16 +203,36 @@ fn show<E: Event + Serialize>(e: &E) {
         vec!["event_type".into(), c.event_type.clone()],
         vec!["route".into(), e.route().to_owned()],
         vec!["status".into(), c.status.to_string()],
-        vec!["attempts".into(), format!("{} of {}", c.attempts_made, c.max_attempts)],
+        vec![
+            "attempts".into(),
+            format!("{} of {}", c.attempts_made, c.max_attempts),
+        ],
         vec!["created_at".into(), c.created_at.to_rfc3339()],
         vec!["scheduled_at".into(), c.scheduled_at.to_rfc3339()],
     ];
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     rows.push(vec!["locked_by".into(), opt(&c.locked_by)]);
-    rows.push(vec!["locked_at".into(), c.locked_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())]);
-    rows.push(vec!["completed_at".into(), c.completed_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())]);
+    rows.push(vec![
+        "locked_at".into(),
+        c.locked_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into()),
+    ]);
+    rows.push(vec![
+        "completed_at".into(),
+        c.completed_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "-".into()),
+    ]);
     rows.push(vec!["last_error".into(), opt(&c.last_error)]);
     let payload = serde_json::to_string(&c.payload).unwrap_or_default();
-    rows.push(vec!["payload".into(), format!("{} ({})", payload.chars().take(200).collect::<String>(), format::size(payload.len()))]);
+    rows.push(vec![
+        "payload".into(),
+        format!(
+            "{} ({})",
+            payload.chars().take(200).collect::<String>(),
+            format::size(payload.len())
+        ),
+    ]);
     print!("{}", format::table(&["field", "value"], &rows));
 }

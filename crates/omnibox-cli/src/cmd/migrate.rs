@@ -23,9 +23,18 @@ pub async fn run(ctx: &mut Context, dry_run: bool, partitioned: bool) -> CliResu
             format::json(&v);
         } else {
             for m in &all {
-                println!("-- {} v{}: {}\n{}\n", m.table, m.version, m.description, m.sql.trim_end());
+                println!(
+                    "-- {} v{}: {}\n{}\n",
+                    m.table,
+                    m.version,
+                    m.description,
+                    m.sql.trim_end()
+                );
             }
-            eprintln!("dry run: nothing applied ({} migrations; those already recorded are skipped by a real run)", all.len());
+            eprintln!(
+                "dry run: nothing applied ({} migrations; those already recorded are skipped by a real run)",
+                all.len()
+            );
         }
         return Ok(());
     }
@@ -42,10 +51,20 @@ pub async fn run(ctx: &mut Context, dry_run: bool, partitioned: bool) -> CliResu
     } else {
         let rows: Vec<Vec<String>> = applied
             .iter()
-            .map(|m| vec![m.table.clone(), m.version.to_string(), m.description.to_owned()])
+            .map(|m| {
+                vec![
+                    m.table.clone(),
+                    m.version.to_string(),
+                    m.description.to_owned(),
+                ]
+            })
             .collect();
         print!("{}", format::table(&["table", "version", "applied"], &rows));
-        println!("schema {}: {} migrations applied", config.schema, applied.len());
+        println!(
+            "schema {}: {} migrations applied",
+            config.schema,
+            applied.len()
+        );
     }
     Ok(())
 }

@@ -24,16 +24,21 @@ use crate::error::{CliError, CliResult};
 pub async fn run(ctx: &Context) -> CliResult {
     let s = &ctx.settings;
     let broker = s.broker.ok_or_else(|| {
-        CliError::usage("no broker: set `broker = \"kafka\" | \"rabbitmq\" | \"nats\"` or OMNIBOX_BROKER")
+        CliError::usage(
+            "no broker: set `broker = \"kafka\" | \"rabbitmq\" | \"nats\"` or OMNIBOX_BROKER",
+        )
     })?;
     let pool = ctx.pool().await?;
     let store = ctx.outbox()?;
     let metrics: Arc<dyn MetricsSink> = match s.metrics.prometheus_options()? {
         Some(options) => {
             let sink = s.metrics.sink()?;
-            options
-                .install()
-                .map_err(|e| CliError::failed(format!("metrics endpoint on {:?}: {e}", s.metrics.prometheus_listen)))?;
+            options.install().map_err(|e| {
+                CliError::failed(format!(
+                    "metrics endpoint on {:?}: {e}",
+                    s.metrics.prometheus_listen
+                ))
+            })?;
             tracing::info!(listen = ?s.metrics.prometheus_listen, "serving Prometheus metrics");
             Arc::new(sink)
         }
@@ -41,27 +46,44 @@ pub async fn run(ctx: &Context) -> CliResult {
     };
     match broker {
         BrokerKind::Rabbitmq => {
-            let url = s.rabbitmq.url.clone().ok_or_else(|| CliError::usage("broker rabbitmq: set `[rabbitmq] url` or OMNIBOX_RABBITMQ__URL"))?;
+            let url = s.rabbitmq.url.clone().ok_or_else(|| {
+                CliError::usage("broker rabbitmq: set `[rabbitmq] url` or OMNIBOX_RABBITMQ__URL")
+            })?;
             let connector = RabbitConnector::from_uri(url, lapin::ConnectionProperties::default());
             // Fail fast with one clear line when the broker is unreachable at start.
             connector.connection().await.map_err(|e| {
-                CliError::failed(format!("cannot connect to RabbitMQ at {}: {e}", s.rabbitmq.url.as_deref().unwrap_or_default()))
+                CliError::failed(format!(
+                    "cannot connect to RabbitMQ at {}: {e}",
+                    s.rabbitmq.url.as_deref().unwrap_or_default()
+                ))
             })?;
-            let publisher = RabbitPublisher::new(connector).with_options(s.rabbitmq.publisher_options());
+            let publisher =
+                RabbitPublisher::new(connector).with_options(s.rabbitmq.publisher_options());
             serve(s, pool, store, publisher, metrics).await
         }
         BrokerKind::Nats => {
-            let url = s.nats.url.clone().ok_or_else(|| CliError::usage("broker nats: set `[nats] url` or OMNIBOX_NATS__URL"))?;
-            let options = s.nats.connect_options().await.map_err(|e| CliError::usage(format!("[nats] credentials: {e}")))?;
+            let url = s.nats.url.clone().ok_or_else(|| {
+                CliError::usage("broker nats: set `[nats] url` or OMNIBOX_NATS__URL")
+            })?;
+            let options = s
+                .nats
+                .connect_options()
+                .await
+                .map_err(|e| CliError::usage(format!("[nats] credentials: {e}")))?;
             let client = async_nats::connect_with_options(url.as_str(), options)
                 .await
                 .map_err(|e| CliError::failed(format!("cannot connect to NATS at {url}: {e}")))?;
-            let publisher = NatsPublisher::new(async_nats::jetstream::new(client)).with_options(s.nats.publisher_options());
+            let publisher = NatsPublisher::new(async_nats::jetstream::new(client))
+                .with_options(s.nats.publisher_options());
             serve(s, pool, store, publisher, metrics).await
         }
         BrokerKind::Kafka => {
-            if s.kafka.bootstrap_servers.is_none() && !s.kafka.properties.contains_key("bootstrap.servers") {
-                return Err(CliError::usage("broker kafka: set `[kafka] bootstrap_servers` or OMNIBOX_KAFKA__BOOTSTRAP_SERVERS"));
+            if s.kafka.bootstrap_servers.is_none()
+                && !s.kafka.properties.contains_key("bootstrap.servers")
+            {
+                return Err(CliError::usage(
+                    "broker kafka: set `[kafka] bootstrap_servers` or OMNIBOX_KAFKA__BOOTSTRAP_SERVERS",
+                ));
             }
             let publisher = KafkaPublisher::from_config(&s.kafka.client_config())
                 .map_err(|e| CliError::usage(format!("[kafka]: {e}")))?
@@ -90,11 +112,15 @@ async fn serve<P: Publisher + 'static>(
     let config = s.store.to_config();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..s.relay.workers {
-        let id = WorkerId::generate(&s.relay.worker_prefix).map_err(|e| CliError::usage(format!("relay.worker_prefix: {e}")))?;
+        let id = WorkerId::generate(&s.relay.worker_prefix)
+            .map_err(|e| CliError::usage(format!("relay.worker_prefix: {e}")))?;
         let wakeup = Wakeup::connect(&pool, &config, s.relay.poll_interval).await?;
         let worker = s
             .relay
-            .apply_worker(RelayWorker::builder(relay.clone(), PgDatabase::new(pool.clone()), id.clone()).wakeup(wakeup))
+            .apply_worker(
+                RelayWorker::builder(relay.clone(), PgDatabase::new(pool.clone()), id.clone())
+                    .wakeup(wakeup),
+            )
             .build()
             .map_err(|e| CliError::usage(format!("[relay]: {e}")))?;
         let shutdown = shutdown.clone();
@@ -118,7 +144,8 @@ async fn serve<P: Publisher + 'static>(
             tracing::info!(?summary, "maintenance worker stopped");
         });
     }
-    let mut term = signal(SignalKind::terminate()).map_err(|e| CliError::failed(format!("signal handler: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| CliError::failed(format!("signal handler: {e}")))?;
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
         loop {
@@ -127,7 +154,9 @@ async fn serve<P: Publisher + 'static>(
                 r = tokio::signal::ctrl_c() => if r.is_err() { break },
             }
             if on_signal.is_requested() {
-                tracing::warn!("second signal: aborting in-flight batches (their leases expire and they are retried)");
+                tracing::warn!(
+                    "second signal: aborting in-flight batches (their leases expire and they are retried)"
+                );
             } else {
                 tracing::info!("signal: draining (a second signal aborts)");
             }

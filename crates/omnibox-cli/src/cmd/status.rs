@@ -31,21 +31,43 @@ fn row(name: &str, s: &Status, with_dl: bool) -> Vec<String> {
         s.leased.to_string(),
         s.failed.to_string(),
         s.completed.to_string(),
-        if with_dl { s.dead_letters.to_string() } else { "-".into() },
+        if with_dl {
+            s.dead_letters.to_string()
+        } else {
+            "-".into()
+        },
     ]
 }
 
-const HEADER: [&str; 8] = ["table", "pending", "claimable", "oldest", "leased", "failed", "completed", "dead letters"];
+const HEADER: [&str; 8] = [
+    "table",
+    "pending",
+    "claimable",
+    "oldest",
+    "leased",
+    "failed",
+    "completed",
+    "dead letters",
+];
 
 async fn once(ctx: &Context, pool: &PgPool, by_topic: bool) -> CliResult {
     let outbox = ctx.outbox()?;
     let inbox = ctx.inbox()?;
-    let mut conn = pool.acquire().await.map_err(|e| crate::error::CliError::failed(format!("cannot get a connection: {e}")))?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(|e| crate::error::CliError::failed(format!("cannot get a connection: {e}")))?;
     let o = outbox.status(&mut conn).await?;
     let i = inbox.status(&mut conn).await?;
-    let (ot, it) = (outbox.names().table.as_str().to_owned(), inbox.names().table.as_str().to_owned());
+    let (ot, it) = (
+        outbox.names().table.as_str().to_owned(),
+        inbox.names().table.as_str().to_owned(),
+    );
     let routes = if by_topic {
-        Some((outbox.status_by_route(&mut conn).await?, inbox.status_by_route(&mut conn).await?))
+        Some((
+            outbox.status_by_route(&mut conn).await?,
+            inbox.status_by_route(&mut conn).await?,
+        ))
     } else {
         None
     };
@@ -57,7 +79,10 @@ async fn once(ctx: &Context, pool: &PgPool, by_topic: bool) -> CliResult {
         });
         if let Some((ro, ri)) = &routes {
             let per = |list: &[Status]| -> Value {
-                list.iter().map(|s| (s.route.clone(), to_json(s))).collect::<serde_json::Map<_, _>>().into()
+                list.iter()
+                    .map(|s| (s.route.clone(), to_json(s)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
             };
             v["outbox"]["topics"] = per(ro);
             v["inbox"]["sources"] = per(ri);
@@ -67,8 +92,14 @@ async fn once(ctx: &Context, pool: &PgPool, by_topic: bool) -> CliResult {
     }
     let mut rows = vec![row(&ot, &o, true), row(&it, &i, true)];
     if let Some((ro, ri)) = &routes {
-        rows.extend(ro.iter().map(|s| row(&format!("  {ot} / {}", s.route), s, false)));
-        rows.extend(ri.iter().map(|s| row(&format!("  {it} / {}", s.route), s, false)));
+        rows.extend(
+            ro.iter()
+                .map(|s| row(&format!("  {ot} / {}", s.route), s, false)),
+        );
+        rows.extend(
+            ri.iter()
+                .map(|s| row(&format!("  {it} / {}", s.route), s, false)),
+        );
     }
     print!("{}", format::table(&HEADER, &rows));
     Ok(())

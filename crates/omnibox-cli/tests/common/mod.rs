@@ -26,7 +26,9 @@ pub fn omnibox(url: &str) -> assert_cmd::Command {
             cmd.env_remove(k);
         }
     }
-    cmd.env("DATABASE_URL", url).env_remove("RUST_LOG").timeout(Duration::from_secs(60));
+    cmd.env("DATABASE_URL", url)
+        .env_remove("RUST_LOG")
+        .timeout(Duration::from_secs(60));
     cmd
 }
 
@@ -41,7 +43,11 @@ impl Schema {
     pub async fn new() -> Self {
         let url = database_url().await;
         let name = omnibox_testing::unique_name("cli");
-        let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.expect("connect");
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&url)
+            .await
+            .expect("connect");
         Self { name, url, pool }
     }
 
@@ -59,12 +65,18 @@ impl Schema {
         let mut tx = self.pool.begin().await.unwrap();
         let mut ids = Vec::new();
         for i in 0..n {
-            let e = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", topic, format!("k{i}"))
-                .payload(serde_json::json!({"n": i}))
-                .build()
-                .unwrap();
+            let e = OutboxEvent::builder(
+                "order",
+                uuid::Uuid::now_v7(),
+                "order.placed",
+                topic,
+                format!("k{i}"),
+            )
+            .payload(serde_json::json!({"n": i}))
+            .build()
+            .unwrap();
             ids.push(e.common.id);
-            store.enqueue(&mut *tx, &e).await.unwrap();
+            store.enqueue(&mut tx, &e).await.unwrap();
         }
         tx.commit().await.unwrap();
         ids
@@ -73,29 +85,45 @@ impl Schema {
     /// Like [`Self::enqueue`], with the store's NOTIFY on `<schema>_wake` (as the relay
     /// tests configure it).
     pub async fn enqueue_notify(&self, topic: &str, n: usize) {
-        let store = PgOutboxStore::new(&self.config().notify_channel(format!("{}_wake", self.name))).unwrap();
+        let store =
+            PgOutboxStore::new(&self.config().notify_channel(format!("{}_wake", self.name)))
+                .unwrap();
         let mut tx = self.pool.begin().await.unwrap();
         for i in 0..n {
-            let e = OutboxEvent::builder("order", uuid::Uuid::now_v7(), "order.placed", topic, format!("late{i}"))
-                .payload(serde_json::json!({"late": i}))
-                .build()
-                .unwrap();
-            store.enqueue(&mut *tx, &e).await.unwrap();
+            let e = OutboxEvent::builder(
+                "order",
+                uuid::Uuid::now_v7(),
+                "order.placed",
+                topic,
+                format!("late{i}"),
+            )
+            .payload(serde_json::json!({"late": i}))
+            .build()
+            .unwrap();
+            store.enqueue(&mut tx, &e).await.unwrap();
         }
         tx.commit().await.unwrap();
     }
 
     pub async fn count(&self, sql_where: &str) -> i64 {
-        let sql = format!("SELECT count(*) FROM \"{}\".outbox_events WHERE {sql_where}", self.name);
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.unwrap()
-    }
-
-    pub async fn exists(&self) -> bool {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = $1)")
-            .bind(&self.name)
+        let sql = format!(
+            "SELECT count(*) FROM \"{}\".outbox_events WHERE {sql_where}",
+            self.name
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+
+    pub async fn exists(&self) -> bool {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = $1)",
+        )
+        .bind(&self.name)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
     }
 }
 
@@ -103,12 +131,17 @@ impl Drop for Schema {
     fn drop(&mut self) {
         let (name, url) = (self.name.clone(), self.url.clone());
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 if let Ok(pool) = PgPoolOptions::new().max_connections(1).connect(&url).await {
-                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{name}\" CASCADE")))
-                        .execute(&pool)
-                        .await;
+                    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                    )))
+                    .execute(&pool)
+                    .await;
                 }
             });
         })
