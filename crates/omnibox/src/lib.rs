@@ -62,6 +62,7 @@
 //! | `metrics` | `metrics`: metrics-facade sink and backlog observer |
 //! | `prometheus` | `metrics::install_prometheus`: a Prometheus `/metrics` endpoint |
 //! | `otel` | `otel`: OpenTelemetry spans and W3C trace-context propagation |
+//! | `settings` | `settings`: every knob from TOML + `OMNIBOX_*` variables (figment) |
 //! | `full` | all of the above |
 //!
 //! ## Guarantees
@@ -132,6 +133,12 @@ pub mod metrics {
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub use omnibox_otel as otel;
+
+/// Settings from TOML files and the environment (feature `settings`; with the adapter
+/// features, sections convert to their options).
+#[cfg(feature = "settings")]
+#[cfg_attr(docsrs, doc(cfg(feature = "settings")))]
+pub use omnibox_settings as settings;
 
 // Root re-exports kept for existing code (`omnibox::OutboxEvent`, …); new code uses the
 // prelude or the modules.
