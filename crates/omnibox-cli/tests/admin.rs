@@ -374,6 +374,51 @@ async fn migrate_adopts_event_tables_created_by_omni_box_and_adds_the_rest() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn large_replays_run_in_batches_with_progress_and_watch_repeats_the_status() {
+    let s = Schema::new().await;
+    let run = |args: &[&str]| {
+        let mut c = omnibox(&s.url);
+        c.args(["--schema", s.name.as_str()]).args(args);
+        c
+    };
+    run(&["migrate"]).assert().success();
+    s.enqueue("bulk", 1200).await;
+    run(&["events", "cancel", "--all", "--reason", "bulk", "--yes"])
+        .assert()
+        .success();
+    let out = run(&["dead-letters", "replay", "--route", "bulk", "--yes"])
+        .assert()
+        .success();
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("replay: 500/1200 (1 of 3 batches)"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("replay: 1200/1200 (3 of 3 batches)"),
+        "{progress}"
+    );
+    assert!(stdout(&out).contains("replayed 1200"), "{}", stdout(&out));
+    assert_eq!(s.count("status = 'pending'").await, 1200);
+
+    // --watch prints a fresh table every interval until interrupted.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_omnibox"))
+        .env("DATABASE_URL", &s.url)
+        .args(["--schema", &s.name, "status", "--watch", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let _ = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("outbox_events").count() >= 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_shipped_example_settings_file_loads() {
     let s = Schema::new().await;
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/relay.example.toml");

@@ -137,6 +137,18 @@ impl Drop for Relay {
     }
 }
 
+/// GET the Prometheus endpoint on `port` (any path answers).
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
+}
+
 async fn until(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) {
     let start = Instant::now();
     while !check().await {
@@ -222,17 +234,32 @@ async fn relay_to_rabbitmq_publishes_library_and_foreign_rows_and_drains_on_sigt
         .await
         .unwrap();
     // The URL comes from the environment, overriding the file: settings compose.
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let cfg = config(
         &s,
         Some("rabbitmq"),
-        "[rabbitmq]\nurl = \"amqp://nobody:wrong@127.0.0.1:1/%2f\"\n",
+        &format!(
+            "[rabbitmq]\nurl = \"amqp://nobody:wrong@127.0.0.1:1/%2f\"\n\
+             [metrics]\nprometheus_listen = \"127.0.0.1:{metrics_port}\"\n"
+        ),
     );
     let count = async || {
         let q = ch
             .queue_declare(queue.as_str().into(), declare(true), FieldTable::default())
             .await
             .unwrap();
-        q.message_count() as usize
+        let n = q.message_count() as usize;
+        if n == BEFORE + 1 + AFTER {
+            // While the relay still runs: its Prometheus endpoint reports its work.
+            let body = scrape(metrics_port);
+            assert!(body.contains("omnibox_"), "{body}");
+            assert!(body.contains("outbox_relay"), "the job label: {body}");
+        }
+        n
     };
     relays_and_drains(
         &s,
