@@ -7,6 +7,8 @@
 //! - `bench`: the criterion benchmarks.
 //! - `services`: check (and start, where installed) PostgreSQL, RabbitMQ and NATS.
 //! - `example <name>`: services, then `cargo run` the example.
+//! - `chaos [--broker B] [--minutes N] [--seconds N] [--seed S] …`: the chaos rig (faults
+//!   under load, then a ledger; see `crates/omnibox-e2e/src/chaos`).
 
 mod prereqs;
 mod services;
@@ -24,8 +26,11 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("services") => services::ensure().map(|_| ()),
         Some("example") => example(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci|lint|test|tidy|bench|services|example NAME>");
+            eprintln!(
+                "usage: cargo xtask <ci|lint|test|tidy|bench|services|example NAME|chaos [ARGS]>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -134,7 +139,44 @@ fn test(extra: &[String]) -> Result<(), String> {
     // nextest does not run doctests.
     run(cargo()
         .args(["test", "--workspace", "--all-features", "--doc"])
-        .envs(env))
+        .envs(env.iter().cloned()))?;
+    // The chaos rig, 60 s per broker, on fixed seeds (a failure replays with its seed;
+    // `OMNIBOX_CHAOS_SEED` and `OMNIBOX_CHAOS_SECONDS` override).
+    let seconds = std::env::var("OMNIBOX_CHAOS_SECONDS").unwrap_or_else(|_| "60".into());
+    for (broker, seed) in [("rabbitmq", "1001"), ("nats", "1002"), ("kafka", "1003")] {
+        let seed = std::env::var("OMNIBOX_CHAOS_SEED").unwrap_or_else(|_| seed.into());
+        run(chaos_command(&[
+            "--broker".into(),
+            broker.into(),
+            "--seconds".into(),
+            seconds.clone(),
+            "--seed".into(),
+            seed,
+        ])
+        .envs(env.iter().cloned()))?;
+    }
+    Ok(())
+}
+
+fn chaos_command(args: &[String]) -> Command {
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "-q",
+        "-p",
+        "omnibox-e2e",
+        "--bin",
+        "omnibox-chaos",
+        "--",
+        "run",
+    ])
+    .args(args);
+    cmd
+}
+
+fn chaos(args: &[String]) -> Result<(), String> {
+    prereqs::ensure()?;
+    run(&mut chaos_command(args))
 }
 
 fn bench(extra: &[String]) -> Result<(), String> {

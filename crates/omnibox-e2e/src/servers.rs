@@ -78,7 +78,9 @@ pub struct PgCluster {
 
 fn run_as_postgres(args: &[&str]) -> Result<String, String> {
     output(
-        Command::new("runuser").args(["-u", "postgres", "--"]).args(args),
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args),
         &format!("{args:?}"),
     )
 }
@@ -247,7 +249,11 @@ impl RabbitNode {
         wait_for(
             "throwaway RabbitMQ node",
             Duration::from_millis(500),
-            || guard.ctl(&["-q", "await_startup", "--timeout", "10"]).is_ok(),
+            || {
+                guard
+                    .ctl(&["-q", "await_startup", "--timeout", "10"])
+                    .is_ok()
+            },
         )?;
         Ok(guard)
     }
@@ -306,7 +312,14 @@ impl NatsServer {
             return Err("nats-server is already running".into());
         }
         let child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

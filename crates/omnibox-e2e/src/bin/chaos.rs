@@ -10,7 +10,10 @@ use omnibox_e2e::chaos::orchestrator::{self, RunOptions};
 use omnibox_e2e::chaos::{Broker, RigEnv, inbox, producer, relay};
 
 #[derive(Parser)]
-#[command(name = "omnibox-chaos", about = "Chaos rig for omnibox: faults under load, then a ledger")]
+#[command(
+    name = "omnibox-chaos",
+    about = "Chaos rig for omnibox: faults under load, then a ledger"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Role,
@@ -129,10 +132,13 @@ async fn role(role: Role) -> i32 {
                 lease: Duration::from_millis(lease_ms),
                 drain_limit: Duration::from_secs(drain_secs),
             };
-            let replay = format!("cargo xtask chaos --broker {broker} --seconds {secs} --seed {seed}");
+            let replay =
+                format!("cargo xtask chaos --broker {broker} --seconds {secs} --seed {seed}");
             match orchestrator::run(opts).await {
                 Ok(problems) if problems.is_empty() => {
-                    println!("clean: nothing lost, duplicated, stuck or out of order (seed {seed})");
+                    println!(
+                        "clean: nothing lost, duplicated, stuck or out of order (seed {seed})"
+                    );
                     0
                 }
                 Ok(problems) => {

@@ -23,6 +23,10 @@ pub const GROUP: &str = "chaos";
 /// How long NATS waits for an acknowledgement before redelivering.
 pub const NATS_ACK_WAIT: Duration = Duration::from_secs(5);
 
+/// `CHAOS_SABOTAGE=skip-effects` makes the handler drop the effect of each key's second step
+/// (the rig's own test: the ledger must then fail the run).
+pub const SABOTAGE: &str = "CHAOS_SABOTAGE";
+
 /// The NATS durable consumer of `lane`.
 pub fn nats_durable(lane: usize) -> String {
     format!("lane{lane}")
@@ -55,14 +59,17 @@ pub async fn run(env: RigEnv) -> Result<(), String> {
             let client = super::relay::nats_client(&env).await?;
             let js = omnibox_nats::async_nats::jetstream::new(client);
             for lane in 0..env.lanes {
-                let consumer =
-                    omnibox_nats::NatsConsumer::new(js.clone(), env.base.clone(), nats_durable(lane))
-                        .with_options(
-                            omnibox_nats::ConsumerOptions::default()
-                                .filter_subject(env.topic(lane))
-                                .max_ack_pending(1)
-                                .ack_wait(NATS_ACK_WAIT),
-                        );
+                let consumer = omnibox_nats::NatsConsumer::new(
+                    js.clone(),
+                    env.base.clone(),
+                    nats_durable(lane),
+                )
+                .with_options(
+                    omnibox_nats::ConsumerOptions::default()
+                        .filter_subject(env.topic(lane))
+                        .max_ack_pending(1)
+                        .ack_wait(NATS_ACK_WAIT),
+                );
                 workers.push(start(&env, &pool, &inbox, &shutdown, lane, consumer)?);
             }
         }
@@ -104,25 +111,31 @@ where
     <C as Consumer>::Ack: consumer::AckHandle,
 {
     let worker = WorkerId::new(format!("{}-lane{lane}", env.name)).map_err(|e| e.to_string())?;
-    let runner = InboxRunner::builder(consumer, PgDatabase::new(pool.clone()), inbox.clone(), GROUP)
-        .worker(worker)
-        .ack_strategy(AckStrategy::ExactlyOnceInbox)
-        .lease_ttl(TimeDelta::from_std(env.lease).map_err(|e| e.to_string())?)
-        .backoff(
-            Backoff::new(
-                Duration::from_millis(50),
-                Duration::from_millis(500),
-                Jitter::None,
-            )
-            .map_err(|e| e.to_string())?,
+    let runner = InboxRunner::builder(
+        consumer,
+        PgDatabase::new(pool.clone()),
+        inbox.clone(),
+        GROUP,
+    )
+    .worker(worker)
+    .ack_strategy(AckStrategy::ExactlyOnceInbox)
+    .lease_ttl(TimeDelta::from_std(env.lease).map_err(|e| e.to_string())?)
+    .backoff(
+        Backoff::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+            Jitter::None,
         )
-        .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
-        .handler(CheckOrder {
-            schema: env.schema.clone(),
-            worker: env.name.clone(),
-        })
-        .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?,
+    )
+    .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
+    .handler(CheckOrder {
+        schema: env.schema.clone(),
+        worker: env.name.clone(),
+        sabotage: std::env::var(SABOTAGE).is_ok_and(|v| v == "skip-effects"),
+    })
+    .build()
+    .map_err(|e| e.to_string())?;
     let mut worker = InboxWorker::builder(runner)
         .build()
         .map_err(|e| e.to_string())?;
@@ -137,12 +150,15 @@ where
 pub struct CheckOrder {
     schema: String,
     worker: String,
+    sabotage: bool,
 }
 
 impl Handler<InboxEvent, PgConnection> for CheckOrder {
     async fn handle(&self, event: &InboxEvent, conn: &mut PgConnection) -> HandlerResult {
         if event.common.event_type == POISON {
-            return Err(HandlerError::permanent("poison: the chaos handler refuses it"));
+            return Err(HandlerError::permanent(
+                "poison: the chaos handler refuses it",
+            ));
         }
         let payload = &event.common.payload;
         let (Some(key), Some(seq)) = (
@@ -151,6 +167,9 @@ impl Handler<InboxEvent, PgConnection> for CheckOrder {
         ) else {
             return Err(HandlerError::permanent("payload without key and seq"));
         };
+        if self.sabotage && seq == 2 {
+            return Ok(HandlerOutcome::Completed);
+        }
         let s = &self.schema;
         let db = |e| HandlerError::from(classify("chaos handler", e));
         sqlx::query(AssertSqlSafe(format!(

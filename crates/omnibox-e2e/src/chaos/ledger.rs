@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use sqlx::{AssertSqlSafe, PgPool, Row};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 
 use super::world;
 
@@ -50,57 +50,76 @@ impl Ledger {
         let ib = inbox.names().qualified.clone();
         let ib_dl = inbox.names().dead_letters.clone();
         let s = schema;
-        let count = async |sql: String| -> Result<i64, sqlx::Error> {
-            sqlx::query(AssertSqlSafe(sql))
-                .fetch_one(pool)
-                .await
-                .map(|r| r.get::<i64, _>(0))
-        };
+        // One snapshot: counts read at different moments would disagree with each other.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let tx = &mut *tx;
         let other = format!(
             "SELECT error FROM {ob_dl} UNION ALL SELECT d.error FROM {ib_dl} d \
              WHERE NOT EXISTS (SELECT 1 FROM {s}.poison p WHERE p.event_id::text = d.message_id)"
         );
         Ok(Self {
-            committed: count(format!("SELECT count(*) FROM {s}.business")).await?,
-            published: count(format!(
-                "SELECT count(*) FROM {s}.business b JOIN {ob} o ON o.id = b.event_id \
+            committed: count(tx, format!("SELECT count(*) FROM {s}.business")).await?,
+            published: count(
+                tx,
+                format!(
+                    "SELECT count(*) FROM {s}.business b JOIN {ob} o ON o.id = b.event_id \
                  WHERE o.status = 'completed'"
-            ))
+                ),
+            )
             .await?,
-            handled: count(format!(
-                "SELECT count(*) FROM (SELECT DISTINCT key, seq FROM {s}.effects) e"
-            ))
+            handled: count(
+                tx,
+                format!("SELECT count(*) FROM (SELECT DISTINCT key, seq FROM {s}.effects) e"),
+            )
             .await?,
-            lost: count(format!(
-                "SELECT count(*) FROM {s}.business b WHERE NOT EXISTS \
+            lost: count(
+                tx,
+                format!(
+                    "SELECT count(*) FROM {s}.business b WHERE NOT EXISTS \
                  (SELECT 1 FROM {s}.effects e WHERE e.key = b.key AND e.seq = b.seq)"
-            ))
+                ),
+            )
             .await?,
-            duplicates: count(format!(
-                "SELECT coalesce(sum(n - 1), 0)::bigint FROM \
+            duplicates: count(
+                tx,
+                format!(
+                    "SELECT coalesce(sum(n - 1), 0)::bigint FROM \
                  (SELECT count(*) AS n FROM {s}.effects GROUP BY key, seq) e"
-            ))
+                ),
+            )
             .await?,
-            stuck_outbox: count(format!(
-                "SELECT count(*) FROM {ob} WHERE status = 'pending' OR locked_at IS NOT NULL"
-            ))
+            stuck_outbox: count(
+                tx,
+                format!(
+                    "SELECT count(*) FROM {ob} WHERE status = 'pending' OR locked_at IS NOT NULL"
+                ),
+            )
             .await?,
-            stuck_inbox: count(format!(
-                "SELECT count(*) FROM {ib} WHERE status = 'pending' OR locked_at IS NOT NULL"
-            ))
+            stuck_inbox: count(
+                tx,
+                format!(
+                    "SELECT count(*) FROM {ib} WHERE status = 'pending' OR locked_at IS NOT NULL"
+                ),
+            )
             .await?,
-            order_violations: count(format!("SELECT count(*) FROM {s}.violations")).await?,
-            poison: count(format!("SELECT count(*) FROM {s}.poison")).await?,
-            poison_dead_lettered: count(format!(
-                "SELECT count(*) FROM {s}.poison p WHERE EXISTS \
+            order_violations: count(tx, format!("SELECT count(*) FROM {s}.violations")).await?,
+            poison: count(tx, format!("SELECT count(*) FROM {s}.poison")).await?,
+            poison_dead_lettered: count(
+                tx,
+                format!(
+                    "SELECT count(*) FROM {s}.poison p WHERE EXISTS \
                  (SELECT 1 FROM {ib_dl} d WHERE d.message_id = p.event_id::text)"
-            ))
+                ),
+            )
             .await?,
-            other_dead_letters: count(format!("SELECT count(*) FROM ({other}) o")).await?,
+            other_dead_letters: count(tx, format!("SELECT count(*) FROM ({other}) o")).await?,
             other_reasons: sqlx::query(AssertSqlSafe(format!(
                 "SELECT DISTINCT left(error, 200) FROM ({other}) o LIMIT 5"
             )))
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?
             .into_iter()
             .map(|r| r.get(0))
@@ -109,7 +128,7 @@ impl Ledger {
                 "SELECT left(d.error, 200) FROM {ib_dl} d JOIN {s}.poison p \
                  ON d.message_id = p.event_id::text LIMIT 1"
             )))
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?
             .map(|r| r.get(0)),
             left_on_broker: None,
@@ -133,6 +152,12 @@ impl Ledger {
         if self.lost > 0 {
             p.push(format!("{} committed events never handled", self.lost));
         }
+        if self.handled != self.committed {
+            p.push(format!(
+                "{} of {} committed events handled",
+                self.handled, self.committed
+            ));
+        }
         if self.published != self.committed {
             p.push(format!(
                 "{} of {} committed events published",
@@ -149,7 +174,10 @@ impl Ledger {
             ));
         }
         if self.order_violations > 0 {
-            p.push(format!("{} per-key order violations", self.order_violations));
+            p.push(format!(
+                "{} per-key order violations",
+                self.order_violations
+            ));
         }
         if self.poison_dead_lettered != self.poison {
             p.push(format!(
@@ -169,6 +197,13 @@ impl Ledger {
         }
         p
     }
+}
+
+async fn count(conn: &mut PgConnection, sql: String) -> Result<i64, sqlx::Error> {
+    sqlx::query(AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .map(|r| r.get::<i64, _>(0))
 }
 
 impl fmt::Display for Ledger {
@@ -202,5 +237,54 @@ impl fmt::Display for Ledger {
             writeln!(f, "| {name} | {value} |")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clean() -> Ledger {
+        Ledger {
+            committed: 10,
+            published: 10,
+            handled: 10,
+            poison: 2,
+            poison_dead_lettered: 2,
+            left_on_broker: Some(0),
+            ..Ledger::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_ledger_has_no_problems_and_each_broken_promise_is_one() {
+        assert!(clean().problems().is_empty());
+        assert!(clean().drained());
+        let broken: [(&str, fn(&mut Ledger)); 8] = [
+            ("never handled", |l| {
+                l.lost = 1;
+                l.handled = 9;
+            }),
+            ("published", |l| l.published = 9),
+            ("duplicate", |l| l.duplicates = 1),
+            ("pending or leased", |l| l.stuck_inbox = 1),
+            ("order", |l| l.order_violations = 1),
+            ("poison", |l| l.poison_dead_lettered = 1),
+            ("not poison", |l| l.other_dead_letters = 1),
+            ("left on the broker", |l| l.left_on_broker = Some(3)),
+        ];
+        for (needle, breaks) in broken {
+            let mut l = clean();
+            breaks(&mut l);
+            let problems = l.problems();
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle}: {problems:?}"
+            );
+        }
+        assert!(
+            !Ledger::default().problems().is_empty(),
+            "an empty run fails"
+        );
     }
 }

@@ -218,6 +218,12 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         dir.display()
     );
 
+    if let Ok(v) = std::env::var(inbox::SABOTAGE) {
+        println!(
+            "chaos: {}={v}: the handler is sabotaged, this run must fail",
+            inbox::SABOTAGE
+        );
+    }
     let pg = Arc::new(blocking(PgCluster::create).await?);
     let (broker, broker_url) = start_broker(opts.broker, &base, opts.lanes).await?;
     let pool = PgPoolOptions::new()
@@ -287,13 +293,17 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     for Planned { at, fault } in &plan {
         while tokio::time::Instant::now() < t0 + *at {
             rig.reap(&mut events)?;
-            tokio::time::sleep_until((t0 + *at).min(tokio::time::Instant::now() + Duration::from_millis(250)))
-                .await;
+            tokio::time::sleep_until(
+                (t0 + *at).min(tokio::time::Instant::now() + Duration::from_millis(250)),
+            )
+            .await;
         }
         println!("  [{:>6.1}s] {fault}", t0.elapsed().as_secs_f64());
-        apply(&mut rig, fault, &pg, &broker, &pool, &outbox, &schema, &topics)
-            .await
-            .map_err(|e| format!("applying `{fault}`: {e}"))?;
+        apply(
+            &mut rig, fault, &pg, &broker, &pool, &outbox, &schema, &topics,
+        )
+        .await
+        .map_err(|e| format!("applying `{fault}`: {e}"))?;
         *applied.entry(kind(fault)).or_default() += 1;
     }
     while t0.elapsed() < opts.length {
@@ -303,7 +313,10 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
 
     // Stop the load, drain.
     let mut late = rig.stop(0..1).await?;
-    println!("  [{:>6.1}s] producer stopped; draining", t0.elapsed().as_secs_f64());
+    println!(
+        "  [{:>6.1}s] producer stopped; draining",
+        t0.elapsed().as_secs_f64()
+    );
     let drain_started = Instant::now();
     let mut ledger;
     loop {
@@ -324,11 +337,14 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     let drain = drain_started.elapsed();
     let n = rig.procs.len();
     late.extend(rig.stop(1..n).await?);
-    let mut ledger = ledger?;
-    // After the consumers have gone, RabbitMQ counts their unacknowledged messages as ready.
-    if let Ok(left) = left_on_broker(&broker, &base, opts.lanes).await {
-        ledger.left_on_broker = left;
-    }
+    // The final ledger, read after every worker stopped (a duplicate in flight at the end
+    // of the drain counts); RabbitMQ now counts the consumers' unacknowledged messages as
+    // ready.
+    let mut ledger = match read_ledger(&pool, &schema).await {
+        Ok(last) => last,
+        Err(e) => ledger.map_err(|_| e)?,
+    };
+    ledger.left_on_broker = left_on_broker(&broker, &base, opts.lanes).await?;
 
     let mut problems = ledger.problems();
     problems.extend(late);
@@ -344,7 +360,10 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         }
     }
     if !ledger.drained() {
-        problems.push(format!("the drain did not finish within {:?}", opts.drain_limit));
+        problems.push(format!(
+            "the drain did not finish within {:?}",
+            opts.drain_limit
+        ));
     }
     let faults: Vec<String> = applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!();
@@ -592,7 +611,11 @@ async fn create_kafka_topic(bootstrap: &str, topic: &str, lanes: usize) -> Resul
         .map_err(|e| format!("Kafka admin client: {e}"))?;
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, lanes as i32, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                topic,
+                lanes as i32,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new(),
         )
         .await
@@ -613,7 +636,8 @@ async fn left_on_broker(
     match broker {
         BrokerServer::Rabbit(node) => {
             let node = node.clone();
-            let out = blocking(move || node.ctl(&["-q", "list_queues", "name", "messages"])).await?;
+            let out =
+                blocking(move || node.ctl(&["-q", "list_queues", "name", "messages"])).await?;
             let prefix = format!("{base}.");
             Ok(Some(
                 out.lines()

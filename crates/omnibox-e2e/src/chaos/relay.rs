@@ -25,7 +25,8 @@ pub async fn run(env: RigEnv) -> Result<(), String> {
             };
             let connector = RabbitConnector::from_uri(
                 env.broker_url.clone(),
-                lapin::ConnectionProperties::default().with_connection_name(env.name.clone().into()),
+                lapin::ConnectionProperties::default()
+                    .with_connection_name(env.name.clone().into()),
             );
             let publisher = RabbitPublisher::new(connector).with_options(
                 PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),

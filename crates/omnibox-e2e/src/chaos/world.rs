@@ -45,9 +45,7 @@ pub async fn create(pool: &PgPool, schema: &str) -> Result<(), String> {
              seq bigint NOT NULL, worker text NOT NULL, at timestamptz NOT NULL DEFAULT now())"
         ),
         format!("CREATE INDEX ON {schema}.effects (key, seq)"),
-        format!(
-            "CREATE TABLE {schema}.key_state (key text PRIMARY KEY, last_seq bigint NOT NULL)"
-        ),
+        format!("CREATE TABLE {schema}.key_state (key text PRIMARY KEY, last_seq bigint NOT NULL)"),
         format!(
             "CREATE TABLE {schema}.violations (key text NOT NULL, expected bigint NOT NULL, \
              got bigint NOT NULL, message_id text NOT NULL, worker text NOT NULL, \
