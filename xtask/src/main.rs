@@ -140,20 +140,28 @@ fn test(extra: &[String]) -> Result<(), String> {
     run(cargo()
         .args(["test", "--workspace", "--all-features", "--doc"])
         .envs(env.iter().cloned()))?;
-    // The chaos rig, 60 s per broker, on fixed seeds (a failure replays with its seed;
-    // `OMNIBOX_CHAOS_SEED` and `OMNIBOX_CHAOS_SECONDS` override).
+    // The chaos rig, 60 s per broker (NATS on partitioned tables), on fixed seeds (a
+    // failure replays with its seed; `OMNIBOX_CHAOS_SEED` and `OMNIBOX_CHAOS_SECONDS`
+    // override).
     let seconds = std::env::var("OMNIBOX_CHAOS_SECONDS").unwrap_or_else(|_| "60".into());
-    for (broker, seed) in [("rabbitmq", "1001"), ("nats", "1002"), ("kafka", "1003")] {
+    for (broker, seed, partitioned) in [
+        ("rabbitmq", "1001", false),
+        ("nats", "1002", true),
+        ("kafka", "1003", false),
+    ] {
         let seed = std::env::var("OMNIBOX_CHAOS_SEED").unwrap_or_else(|_| seed.into());
-        run(chaos_command(&[
+        let mut args: Vec<String> = vec![
             "--broker".into(),
             broker.into(),
             "--seconds".into(),
             seconds.clone(),
             "--seed".into(),
             seed,
-        ])
-        .envs(env.iter().cloned()))?;
+        ];
+        if partitioned {
+            args.push("--partitioned".into());
+        }
+        run(chaos_command(&args).envs(env.iter().cloned()))?;
     }
     Ok(())
 }

@@ -56,6 +56,9 @@ enum Role {
         /// Longest drain, in seconds.
         #[arg(long, default_value_t = 120)]
         drain_secs: u64,
+        /// Partitioned outbox and inbox tables.
+        #[arg(long)]
+        partitioned: bool,
     },
     /// The producer process (settings from the environment).
     Producer,
@@ -114,6 +117,7 @@ async fn role(role: Role) -> i32 {
             rate,
             lease_ms,
             drain_secs,
+            partitioned,
         } => {
             let secs = match minutes * 60 + seconds {
                 0 => 60,
@@ -131,9 +135,12 @@ async fn role(role: Role) -> i32 {
                 rate,
                 lease: Duration::from_millis(lease_ms),
                 drain_limit: Duration::from_secs(drain_secs),
+                partitioned,
             };
-            let replay =
-                format!("cargo xtask chaos --broker {broker} --seconds {secs} --seed {seed}");
+            let tables = if partitioned { " --partitioned" } else { "" };
+            let replay = format!(
+                "cargo xtask chaos --broker {broker} --seconds {secs} --seed {seed}{tables}"
+            );
             match orchestrator::run(opts).await {
                 Ok(problems) if problems.is_empty() => {
                     println!(

@@ -35,7 +35,7 @@ pub fn nats_durable(lane: usize) -> String {
 /// Run until SIGTERM.
 pub async fn run(env: RigEnv) -> Result<(), String> {
     let pool = env.pool(2 + env.lanes as u32).await?;
-    let (_, inbox) = world::stores(&env.schema)?;
+    let (_, inbox) = world::stores(&env.schema, env.partitioned)?;
     let shutdown = Shutdown::new();
     super::on_signals(shutdown.clone())?;
     let mut workers = Vec::new();

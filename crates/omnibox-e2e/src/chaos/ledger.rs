@@ -42,9 +42,9 @@ pub struct Ledger {
 
 impl Ledger {
     /// Read the ledger of `schema`.
-    pub async fn read(pool: &PgPool, schema: &str) -> Result<Self, sqlx::Error> {
+    pub async fn read(pool: &PgPool, schema: &str, partitioned: bool) -> Result<Self, sqlx::Error> {
         let (outbox, inbox) =
-            world::stores(schema).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+            world::stores(schema, partitioned).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let ob = outbox.names().qualified.clone();
         let ob_dl = outbox.names().dead_letters.clone();
         let ib = inbox.names().qualified.clone();

@@ -85,6 +85,8 @@ pub struct RigEnv {
     pub rate: u32,
     /// Relay and inbox lease (`CHAOS_LEASE_MS`).
     pub lease: Duration,
+    /// Partitioned outbox and inbox tables (`CHAOS_PARTITIONED=1`).
+    pub partitioned: bool,
     /// This process's name: its worker id, PostgreSQL `application_name` and broker
     /// connection name, all starting with `chaos-` (`CHAOS_NAME`).
     pub name: String,
@@ -121,6 +123,7 @@ impl RigEnv {
             keys: num::<usize>("CHAOS_KEYS")?.max(1),
             rate: num::<u32>("CHAOS_RATE")?.max(1),
             lease: Duration::from_millis(num("CHAOS_LEASE_MS")?),
+            partitioned: var("CHAOS_PARTITIONED")? == "1",
             name: var("CHAOS_NAME")?,
         })
     }
@@ -137,6 +140,7 @@ impl RigEnv {
             ("CHAOS_KEYS", self.keys.to_string()),
             ("CHAOS_RATE", self.rate.to_string()),
             ("CHAOS_LEASE_MS", self.lease.as_millis().to_string()),
+            ("CHAOS_PARTITIONED", u8::from(self.partitioned).to_string()),
             ("CHAOS_NAME", name.to_owned()),
         ]
     }

@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub lease: Duration,
     /// How long the drain may take.
     pub drain_limit: Duration,
+    /// Partitioned outbox and inbox tables.
+    pub partitioned: bool,
 }
 
 /// How long a process has to exit after SIGTERM.
@@ -210,8 +212,13 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     let dir = std::env::temp_dir().join(&base);
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     println!(
-        "chaos: broker {}, {:?} of load, seed {}, {} faults planned; logs in {}",
+        "chaos: broker {}, {} tables, {:?} of load, seed {}, {} faults planned; logs in {}",
         opts.broker,
+        if opts.partitioned {
+            "partitioned"
+        } else {
+            "plain"
+        },
         opts.length,
         opts.seed,
         plan.len(),
@@ -237,8 +244,8 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         .await
         .map_err(|e| format!("connect to the throwaway cluster: {e}"))?;
     let schema = "chaos".to_owned();
-    world::create(&pool, &schema).await?;
-    let (outbox, _) = world::stores(&schema)?;
+    world::create(&pool, &schema, opts.partitioned).await?;
+    let (outbox, _) = world::stores(&schema, opts.partitioned)?;
 
     let env = RigEnv {
         database_url: pg.url(),
@@ -250,6 +257,7 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         keys: opts.keys,
         rate: opts.rate,
         lease: opts.lease,
+        partitioned: opts.partitioned,
         name: String::new(),
     };
     let topics: Vec<String> = (0..opts.lanes).map(|l| env.topic(l)).collect();
@@ -321,7 +329,7 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     let mut ledger;
     loop {
         rig.reap(&mut events)?;
-        ledger = read_ledger(&pool, &schema).await;
+        ledger = read_ledger(&pool, &schema, opts.partitioned).await;
         let left = left_on_broker(&broker, &base, opts.lanes).await;
         if let (Ok(l), Ok(left)) = (&mut ledger, left) {
             l.left_on_broker = left;
@@ -340,7 +348,7 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     // The final ledger, read after every worker stopped (a duplicate in flight at the end
     // of the drain counts); RabbitMQ now counts the consumers' unacknowledged messages as
     // ready.
-    let mut ledger = match read_ledger(&pool, &schema).await {
+    let mut ledger = match read_ledger(&pool, &schema, opts.partitioned).await {
         Ok(last) => last,
         Err(e) => ledger.map_err(|_| e)?,
     };
@@ -368,8 +376,13 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
     let faults: Vec<String> = applied.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!();
     println!(
-        "chaos ledger: broker {}, seed {}, {:?} of load + {:.1}s drain, {} faults ({}), wall {:.0}s",
+        "chaos ledger: broker {}, {} tables, seed {}, {:?} of load + {:.1}s drain, {} faults ({}), wall {:.0}s",
         opts.broker,
+        if opts.partitioned {
+            "partitioned"
+        } else {
+            "plain"
+        },
         opts.seed,
         opts.length,
         drain.as_secs_f64(),
@@ -404,8 +417,8 @@ fn kind(f: &Fault) -> &'static str {
     }
 }
 
-async fn read_ledger(pool: &PgPool, schema: &str) -> Result<Ledger, String> {
-    Ledger::read(pool, schema)
+async fn read_ledger(pool: &PgPool, schema: &str, partitioned: bool) -> Result<Ledger, String> {
+    Ledger::read(pool, schema, partitioned)
         .await
         .map_err(|e| format!("read the ledger: {e}"))
 }

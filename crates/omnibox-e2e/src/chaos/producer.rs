@@ -17,7 +17,7 @@ use super::world::{self, STEP};
 /// Run until SIGTERM.
 pub async fn run(env: RigEnv) -> Result<(), String> {
     let pool = env.pool(2).await?;
-    let (outbox, _) = world::stores(&env.schema)?;
+    let (outbox, _) = world::stores(&env.schema, env.partitioned)?;
     let shutdown = Shutdown::new();
     super::on_signals(shutdown.clone())?;
     let mut next = loop {

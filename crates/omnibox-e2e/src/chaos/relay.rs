@@ -64,7 +64,7 @@ pub async fn nats_client(env: &RigEnv) -> Result<omnibox_nats::async_nats::Clien
 
 async fn relay<P: Publisher + 'static>(env: RigEnv, publisher: P) -> Result<(), String> {
     let pool = env.pool(4).await?;
-    let (outbox, _) = world::stores(&env.schema)?;
+    let (outbox, _) = world::stores(&env.schema, env.partitioned)?;
     let lease = TimeDelta::from_std(env.lease).map_err(|e| e.to_string())?;
     let relay = OutboxRelay::builder(outbox, publisher)
         .batch_size(BATCH)

@@ -18,14 +18,14 @@ pub const STEP: &str = "chaos.step";
 /// The event type the handler always refuses.
 pub const POISON: &str = "chaos.poison";
 
-/// The store configuration of a run's schema.
-pub fn store_config(schema: &str) -> PgStoreConfig {
-    PgStoreConfig::new().schema(schema)
+/// The store configuration of a run's schema (plain or partitioned tables).
+pub fn store_config(schema: &str, partitioned: bool) -> PgStoreConfig {
+    PgStoreConfig::new().schema(schema).partitioned(partitioned)
 }
 
 /// The outbox and inbox stores of a run's schema.
-pub fn stores(schema: &str) -> Result<(PgOutboxStore, PgInboxStore), String> {
-    let config = store_config(schema);
+pub fn stores(schema: &str, partitioned: bool) -> Result<(PgOutboxStore, PgInboxStore), String> {
+    let config = store_config(schema, partitioned);
     Ok((
         PgOutboxStore::new(&config).map_err(|e| e.to_string())?,
         PgInboxStore::new(&config).map_err(|e| e.to_string())?,
@@ -33,7 +33,7 @@ pub fn stores(schema: &str) -> Result<(PgOutboxStore, PgInboxStore), String> {
 }
 
 /// Create the schema, the omnibox tables and the business tables.
-pub async fn create(pool: &PgPool, schema: &str) -> Result<(), String> {
+pub async fn create(pool: &PgPool, schema: &str, partitioned: bool) -> Result<(), String> {
     let ddl = [
         format!("CREATE SCHEMA {schema}"),
         format!(
@@ -56,7 +56,7 @@ pub async fn create(pool: &PgPool, schema: &str) -> Result<(), String> {
     for sql in &ddl[..1] {
         exec(pool, sql).await?;
     }
-    omnibox_postgres::migrate(pool, &store_config(schema))
+    omnibox_postgres::migrate(pool, &store_config(schema, partitioned))
         .await
         .map_err(|e| format!("migrate: {e}"))?;
     for sql in &ddl[1..] {
