@@ -1,7 +1,9 @@
 //! The one place that classifies sqlx errors as core [`StoreError`]s.
 //!
 //! Connection, I/O, TLS and pool failures are `Connection` (transient); a cancelled
-//! statement (`57014`, e.g. `statement_timeout`) is `Timeout` (transient); class `23`
+//! statement (`57014`, e.g. `statement_timeout`) and a session ended by
+//! `idle_in_transaction_session_timeout` or `transaction_timeout` (`25P03`, `25P04`) are
+//! `Timeout` (transient); class `23`
 //! (integrity constraint violation) is `Integrity`, except NOT NULL and CHECK violations
 //! (`23502`, `23514`), which like class `22` (data exception: a `\u0000` in jsonb, a NUL
 //! byte in text, a value too long) are `Data` (permanent: the same value is refused on
@@ -34,7 +36,9 @@ pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let message = format!("{operation}: {} (SQLSTATE {code})", db.message());
-            if code == "57014" {
+            // query cancelled (statement_timeout), idle-in-transaction or transaction
+            // timeout: the session's own bounds, transient
+            if code == "57014" || code == "25P03" || code == "25P04" {
                 StoreError::Timeout {
                     message,
                     source: Some(Box::new(err)),

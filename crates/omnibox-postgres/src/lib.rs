@@ -138,6 +138,7 @@ mod row;
 mod savepoint;
 mod sql;
 mod store;
+pub mod timeouts;
 mod wakeup;
 
 pub use admin::{CancelReport, Status};
@@ -154,4 +155,5 @@ pub use row::PgEvent;
 /// same version (`omnibox::postgres::sqlx`).
 pub use sqlx;
 pub use store::{PgEventStore, PgInboxStore, PgOutboxStore};
+pub use timeouts::PgTimeouts;
 pub use wakeup::{Wakeup, Woken};

@@ -42,6 +42,17 @@ pub struct StoreSettings {
     pub max_attempts: u32,
     /// Largest payload, in bytes of compact JSON (default 1 000 000).
     pub payload_max_bytes: usize,
+    /// `statement_timeout` of every statement in the library's transactions (absent: the
+    /// library's default, 10 s; `"0s"`: no bound).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
+    /// `idle_in_transaction_session_timeout` of the library's transactions (absent: the
+    /// library's default, 60 s; `"0s"`: no bound).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Option<Duration>,
+    /// `lock_timeout` of the library's transactions (absent or `"0s"`: none).
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Option<Duration>,
 }
 
 impl Default for StoreSettings {
@@ -58,17 +69,43 @@ impl Default for StoreSettings {
             notify_channel: None,
             max_attempts: limits.max_attempts,
             payload_max_bytes: limits.payload_max_bytes,
+            statement_timeout: None,
+            idle_in_transaction_timeout: None,
+            lock_timeout: None,
         }
     }
 }
 
 #[cfg(feature = "postgres")]
 mod pg {
-    use omnibox_postgres::{CompletionMode, PgStoreConfig};
+    use std::time::Duration;
+
+    use omnibox_postgres::{CompletionMode, PgStoreConfig, PgTimeouts};
 
     use super::{CompletionSetting, StoreSettings};
 
+    /// Absent: keep `default`; zero: no bound; else the value.
+    fn bound(setting: Option<Duration>, default: Option<Duration>) -> Option<Duration> {
+        match setting {
+            None => default,
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        }
+    }
+
     impl StoreSettings {
+        /// The bounds for [`PgDatabase::with_timeouts`](omnibox_postgres::PgDatabase::with_timeouts).
+        pub fn timeouts(&self) -> PgTimeouts {
+            let d = PgTimeouts::default();
+            PgTimeouts::default()
+                .statement(bound(self.statement_timeout, d.statement))
+                .idle_in_transaction(bound(
+                    self.idle_in_transaction_timeout,
+                    d.idle_in_transaction,
+                ))
+                .lock(bound(self.lock_timeout, d.lock))
+        }
+
         /// The store configuration (names are validated when a store is built from it).
         pub fn to_config(&self) -> PgStoreConfig {
             let mut c = PgStoreConfig::new()

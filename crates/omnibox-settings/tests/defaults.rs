@@ -58,6 +58,26 @@ fn relay_and_relay_worker_defaults_are_the_builders() {
 }
 
 #[test]
+#[cfg(feature = "postgres")]
+fn transaction_bounds_default_to_the_databases_and_zero_turns_one_off() {
+    use std::time::Duration;
+    assert_eq!(
+        empty().store.timeouts(),
+        omnibox_postgres::PgTimeouts::default()
+    );
+    let mut s = empty();
+    s.store.statement_timeout = Some(Duration::ZERO);
+    s.store.lock_timeout = Some(Duration::from_millis(250));
+    let t = s.store.timeouts();
+    assert_eq!(t.statement, None);
+    assert_eq!(t.lock, Some(Duration::from_millis(250)));
+    assert_eq!(
+        t.idle_in_transaction,
+        omnibox_postgres::PgTimeouts::default().idle_in_transaction
+    );
+}
+
+#[test]
 fn inbox_defaults_are_the_runner_builders() {
     let s = empty();
     let broker = MemoryBroker::new();

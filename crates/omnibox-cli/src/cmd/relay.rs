@@ -110,6 +110,7 @@ async fn serve<P: Publisher + 'static>(
     let relay = Arc::new(relay);
     let shutdown = Shutdown::new();
     let config = s.store.to_config();
+    let db = PgDatabase::with_timeouts(pool.clone(), s.store.timeouts());
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..s.relay.workers {
         let id = WorkerId::generate(&s.relay.worker_prefix)
@@ -118,8 +119,7 @@ async fn serve<P: Publisher + 'static>(
         let worker = s
             .relay
             .apply_worker(
-                RelayWorker::builder(relay.clone(), PgDatabase::new(pool.clone()), id.clone())
-                    .wakeup(wakeup),
+                RelayWorker::builder(relay.clone(), db.clone(), id.clone()).wakeup(wakeup),
             )
             .build()
             .map_err(|e| CliError::usage(format!("[relay]: {e}")))?;
@@ -135,7 +135,7 @@ async fn serve<P: Publisher + 'static>(
         let m = Maintenance::new(store).metrics(metrics);
         let worker = s
             .maintenance
-            .apply(MaintenanceWorker::builder(m, PgDatabase::new(pool.clone())))?
+            .apply(MaintenanceWorker::builder(m, db.clone()))?
             .build()
             .map_err(|e| CliError::usage(format!("[maintenance]: {e}")))?;
         let shutdown = shutdown.clone();
