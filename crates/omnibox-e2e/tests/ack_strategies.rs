@@ -158,7 +158,8 @@ const TABLE: &[(Situation, [Expect; 4])] = &[
 ];
 
 /// How long an acknowledged message must stay away to count as acknowledged at the broker.
-const QUIET: Duration = Duration::from_millis(700);
+/// (A handed-back message comes back within the runner's backoff, 20–100 ms here.)
+const QUIET: Duration = Duration::from_millis(400);
 /// How long a handed-back message may take to come back.
 const COME_BACK: Duration = Duration::from_secs(10);
 /// The handler timeout of the `Hang` cells.
@@ -283,7 +284,9 @@ impl<C: Consumer> Consumer for Spy<C> {
 
 /// One cell's broker resources.
 struct Cell<C> {
-    consumer: C,
+    /// Fresh per cell (RabbitMQ, NATS) or one for the whole table (Kafka, where joining a
+    /// group takes seconds: every cell's message follows the last one on one partition).
+    consumer: Arc<tokio::sync::Mutex<C>>,
     /// The consumer group (also the inbox rows' group).
     group: String,
     /// The topic / queue / subject the cell publishes to.
@@ -306,7 +309,7 @@ trait Bus {
 fn unreachable_db() -> PgDatabase {
     // Port 9 (discard) on loopback: nothing listens, connecting fails at once.
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .acquire_timeout(Duration::from_secs(2))
+        .acquire_timeout(Duration::from_millis(300))
         .connect_lazy("postgres://postgres@127.0.0.1:9/postgres")
         .unwrap();
     PgDatabase::new(pool)
@@ -423,7 +426,7 @@ async fn observe<B: Bus>(
         bus.publish(&event).await;
     }
 
-    let inner = Arc::new(tokio::sync::Mutex::new(cell.consumer));
+    let inner = cell.consumer;
     let calls = Calls::default();
     let spy = Spy {
         inner: inner.clone(),
@@ -597,10 +600,9 @@ impl Bus for Rabbit {
         let queue = format!("{}_{n}", self.prefix);
         rabbit::declare(&self.admin, &queue).await;
         Cell {
-            consumer: omnibox_rabbitmq::RabbitConsumer::new(
-                rabbit::connect(&self.url).await,
-                &queue,
-            ),
+            consumer: Arc::new(tokio::sync::Mutex::new(
+                omnibox_rabbitmq::RabbitConsumer::new(rabbit::connect(&self.url).await, &queue),
+            )),
             group: format!("g{n}"),
             topic: queue,
         }
@@ -665,12 +667,16 @@ impl Bus for Nats {
     async fn cell(&self, n: usize) -> Cell<Self::C> {
         let subject = format!("{}.c{n}", self.stream);
         Cell {
-            consumer: omnibox_nats::NatsConsumer::new(
-                self.js.clone(),
-                self.stream.clone(),
-                format!("c{n}"),
-            )
-            .with_options(omnibox_nats::ConsumerOptions::default().filter_subject(subject.clone())),
+            consumer: Arc::new(tokio::sync::Mutex::new(
+                omnibox_nats::NatsConsumer::new(
+                    self.js.clone(),
+                    self.stream.clone(),
+                    format!("c{n}"),
+                )
+                .with_options(
+                    omnibox_nats::ConsumerOptions::default().filter_subject(subject.clone()),
+                ),
+            )),
             group: format!("g{n}"),
             topic: subject,
         }
@@ -721,7 +727,8 @@ struct Kafka {
     kafka: common::kafka::Kafka,
     publisher: omnibox_kafka::KafkaPublisher,
     raw: omnibox_kafka::rdkafka::producer::FutureProducer,
-    prefix: String,
+    topic: String,
+    consumer: Arc<tokio::sync::Mutex<omnibox_kafka::KafkaConsumer>>,
 }
 
 impl Bus for Kafka {
@@ -729,27 +736,10 @@ impl Bus for Kafka {
     const NAME: &'static str = "Kafka";
 
     async fn cell(&self, n: usize) -> Cell<Self::C> {
-        use omnibox_kafka::rdkafka::ClientConfig;
-        let topic = format!("{}_{n}", self.prefix);
-        if let Some(mock) = &self.kafka.mock {
-            mock.create_topic(&topic, 1, 1).unwrap();
-        }
-        let group = format!("g{n}");
-        let consumer = omnibox_kafka::KafkaConsumer::from_config(
-            ClientConfig::new()
-                .set("bootstrap.servers", &self.kafka.bootstrap)
-                .set("group.id", format!("{}_{group}", self.prefix))
-                .set("enable.auto.commit", "false")
-                .set("auto.offset.reset", "earliest")
-                .set("session.timeout.ms", "6000")
-                .set("heartbeat.interval.ms", "500"),
-            [topic.clone()],
-        )
-        .unwrap();
         Cell {
-            consumer,
-            group,
-            topic,
+            consumer: self.consumer.clone(),
+            group: format!("g{n}"),
+            topic: self.topic.clone(),
         }
     }
 
@@ -778,13 +768,18 @@ async fn the_outcome_table_holds_on_kafka() {
     let pg = Pg::new(&common::database_url().await, "acks_kafka").await;
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.bootstrap);
+    let topic = kafka.topic("acks");
+    let consumer = Arc::new(tokio::sync::Mutex::new(kafka.consumer(&topic)));
     let bus = Kafka {
         publisher: omnibox_kafka::KafkaPublisher::from_config(&config).unwrap(),
         raw: config.create().unwrap(),
-        prefix: omnibox_testing::unique_name("acks"),
+        consumer: consumer.clone(),
+        topic,
         kafka,
     };
     run_table(&bus, &pg).await;
-    drop(bus);
+    let Kafka { kafka, .. } = bus;
+    common::kafka::close(consumer).await;
+    drop(kafka);
     pg.drop_schema().await;
 }

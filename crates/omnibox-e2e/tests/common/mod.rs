@@ -479,7 +479,8 @@ pub mod kafka {
                     .set("enable.auto.commit", "false")
                     .set("auto.offset.reset", "earliest")
                     .set("session.timeout.ms", "6000")
-                    .set("heartbeat.interval.ms", "500"),
+                    .set("heartbeat.interval.ms", "500")
+                    .set("fetch.wait.max.ms", "10"),
                 [topic.to_owned()],
             )
             .unwrap()
