@@ -6,9 +6,10 @@
 //!   [`consumer_conformance`]. Each runs many small checks and panics with a message naming
 //!   the suite and the failed check.
 //! - **Service resolution**: [`postgres_url`], [`amqp_url`], [`nats_url`],
-//!   [`kafka_bootstrap`] read the environment variable, else start a container with
-//!   testcontainers when a Docker engine is available, else fail loudly with the variable to
-//!   set. A test never skips silently.
+//!   [`kafka_bootstrap`] read the environment variable, else (feature `containers`, off by
+//!   default) start one container per service per test run with testcontainers when a
+//!   Docker engine is available (pinned images, removed when the run ends: see
+//!   `containers`), else fail loudly with the variable to set. A test never skips silently.
 //! - **Isolation**: [`unique_name`] gives schema, topic, queue and stream names.
 //!
 //! Running the store suites against the in-memory reference implementation:
@@ -26,11 +27,15 @@
 //!
 //! A PostgreSQL adapter would return `(pool, store)` for a fresh schema named with
 //! [`unique_name`] from its `make` closure instead.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod broker;
 mod check;
+#[cfg(feature = "containers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "containers")))]
+pub mod containers;
 mod fixtures;
 mod harness;
 mod inbox;

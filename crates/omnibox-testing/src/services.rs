@@ -1,16 +1,13 @@
 //! Where integration tests find their services, and unique names to isolate them.
 //!
-//! Resolution order for every service: the environment variable, else a container started
-//! with testcontainers (kept alive for the whole test process) when a Docker engine is
-//! available, else a [`ServiceError`] that names the variable to set and a value that
-//! works on a developer machine. A test never skips silently.
+//! Resolution order for every service: the environment variable, else (with the
+//! `containers` feature) a container started with testcontainers when a Docker engine is
+//! available — one per service per test run, shared by every test process of the run and
+//! removed when the run ends (see [`crate::containers`]) — else a [`ServiceError`] that names
+//! the variable to set and a value that works on a developer machine. A test never skips
+//! silently.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, ImageExt};
-use testcontainers_modules::{kafka, nats, postgres, rabbitmq};
-use tokio::sync::OnceCell;
 
 /// Environment variable with the PostgreSQL URL.
 pub const DATABASE_URL: &str = "DATABASE_URL";
@@ -98,22 +95,6 @@ fn from_env(var: &str) -> Option<String> {
     std::env::var(var).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// `Ok(())` when a Docker engine looks reachable (`DOCKER_HOST` set or a local socket).
-fn docker_available() -> Result<(), String> {
-    if from_env("DOCKER_HOST").is_some() {
-        return Ok(());
-    }
-    let home_sock = std::env::var("HOME")
-        .map(|h| format!("{h}/.docker/run/docker.sock"))
-        .unwrap_or_default();
-    for sock in ["/var/run/docker.sock", home_sock.as_str()] {
-        if !sock.is_empty() && std::path::Path::new(sock).exists() {
-            return Ok(());
-        }
-    }
-    Err("DOCKER_HOST is unset and no Docker socket was found".into())
-}
-
 fn not_configured(spec: &Spec, reason: String) -> ServiceError {
     ServiceError::NotConfigured {
         service: spec.service,
@@ -123,49 +104,57 @@ fn not_configured(spec: &Spec, reason: String) -> ServiceError {
     }
 }
 
-fn failed(spec: &Spec, e: impl std::fmt::Display) -> ServiceError {
-    ServiceError::ContainerFailed {
-        service: spec.service,
-        env_var: spec.env_var,
-        example: spec.example,
-        message: e.to_string(),
+/// The services a container can be started for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Service {
+    Postgres,
+    Rabbitmq,
+    Nats,
+    Kafka,
+}
+
+/// Why a container did not give an address.
+enum NoContainer {
+    /// None was tried (the feature is off, or no Docker engine answers).
+    Unavailable(String),
+    /// One was tried and failed.
+    #[cfg_attr(not(feature = "containers"), allow(dead_code))]
+    Failed(String),
+}
+
+async fn container(service: Service) -> Result<String, NoContainer> {
+    #[cfg(feature = "containers")]
+    {
+        crate::containers::docker_available().map_err(NoContainer::Unavailable)?;
+        crate::containers::start(service)
+            .await
+            .map_err(NoContainer::Failed)
+    }
+    #[cfg(not(feature = "containers"))]
+    {
+        let _ = service;
+        Err(NoContainer::Unavailable(
+            "omnibox-testing was built without its `containers` feature".into(),
+        ))
     }
 }
 
-/// A started container and the address tests use; kept for the whole process.
-struct Running<I: testcontainers::Image> {
-    _container: ContainerAsync<I>,
-    address: String,
+async fn resolve(spec: &Spec, service: Service) -> Result<String, ServiceError> {
+    if let Some(value) = from_env(spec.env_var) {
+        return Ok(value);
+    }
+    container(service).await.map_err(|e| match e {
+        NoContainer::Unavailable(reason) => not_configured(spec, reason),
+        NoContainer::Failed(message) => ServiceError::ContainerFailed {
+            service: spec.service,
+            env_var: spec.env_var,
+            example: spec.example,
+            message,
+        },
+    })
 }
 
-async fn start<I, F>(
-    cell: &'static OnceCell<Running<I>>,
-    spec: &'static Spec,
-    image: impl FnOnce() -> testcontainers::ContainerRequest<I>,
-    port: u16,
-    address: F,
-) -> Result<String, ServiceError>
-where
-    I: testcontainers::Image,
-    F: FnOnce(u16) -> String,
-{
-    let running = cell
-        .get_or_try_init(|| async {
-            let container = image().start().await.map_err(|e| failed(spec, e))?;
-            let host_port = container
-                .get_host_port_ipv4(port)
-                .await
-                .map_err(|e| failed(spec, e))?;
-            Ok::<_, ServiceError>(Running {
-                _container: container,
-                address: address(host_port),
-            })
-        })
-        .await?;
-    Ok(running.address.clone())
-}
-
-/// The PostgreSQL URL: `DATABASE_URL`, else a `postgres` container.
+/// The PostgreSQL URL: `DATABASE_URL`, else a PostgreSQL container (`containers` feature).
 ///
 /// ```no_run
 /// # async fn f() -> Result<(), omnibox_testing::ServiceError> {
@@ -173,72 +162,29 @@ where
 /// # Ok(()) }
 /// ```
 pub async fn postgres_url() -> Result<String, ServiceError> {
-    static CELL: OnceCell<Running<postgres::Postgres>> = OnceCell::const_new();
-    if let Some(url) = from_env(PG.env_var) {
-        return Ok(url);
-    }
-    docker_available().map_err(|r| not_configured(&PG, r))?;
-    start(
-        &CELL,
-        &PG,
-        || postgres::Postgres::default().into(),
-        5432,
-        |p| format!("postgres://postgres:postgres@127.0.0.1:{p}/postgres"),
-    )
-    .await
+    resolve(&PG, Service::Postgres).await
 }
 
-/// The RabbitMQ URL: `AMQP_URL`, else a `rabbitmq` container.
+/// The RabbitMQ URL: `AMQP_URL`, else a RabbitMQ container (`containers` feature).
 pub async fn amqp_url() -> Result<String, ServiceError> {
-    static CELL: OnceCell<Running<rabbitmq::RabbitMq>> = OnceCell::const_new();
-    if let Some(url) = from_env(AMQP.env_var) {
-        return Ok(url);
-    }
-    docker_available().map_err(|r| not_configured(&AMQP, r))?;
-    start(
-        &CELL,
-        &AMQP,
-        || rabbitmq::RabbitMq::default().into(),
-        5672,
-        |p| format!("amqp://guest:guest@127.0.0.1:{p}/%2f"),
-    )
-    .await
+    resolve(&AMQP, Service::Rabbitmq).await
 }
 
-/// The NATS URL: `NATS_URL`, else a `nats` container with JetStream enabled.
+/// The NATS URL: `NATS_URL`, else a NATS container with JetStream (`containers` feature).
 pub async fn nats_url() -> Result<String, ServiceError> {
-    static CELL: OnceCell<Running<nats::Nats>> = OnceCell::const_new();
-    if let Some(url) = from_env(NATS.env_var) {
-        return Ok(url);
-    }
-    docker_available().map_err(|r| not_configured(&NATS, r))?;
-    start(
-        &CELL,
-        &NATS,
-        || nats::Nats::default().with_cmd(&nats::NatsServerCmd::default().with_jetstream()),
-        4222,
-        |p| format!("nats://127.0.0.1:{p}"),
-    )
-    .await
+    resolve(&NATS, Service::Nats).await
 }
 
-/// The Kafka bootstrap servers: `KAFKA_BOOTSTRAP_SERVERS`, else an Apache Kafka container;
-/// without Docker, [`ServiceError::UseKafkaMockCluster`] tells the caller to use the
-/// embedded mock cluster.
+/// The Kafka bootstrap servers: `KAFKA_BOOTSTRAP_SERVERS`, else an Apache Kafka container
+/// (`containers` feature); when no container can be tried,
+/// [`ServiceError::UseKafkaMockCluster`] tells the caller to use the embedded mock cluster.
 pub async fn kafka_bootstrap() -> Result<String, ServiceError> {
-    static CELL: OnceCell<Running<kafka::apache::Kafka>> = OnceCell::const_new();
-    if let Some(servers) = from_env(KAFKA.env_var) {
-        return Ok(servers);
+    match resolve(&KAFKA, Service::Kafka).await {
+        Err(ServiceError::NotConfigured { reason, .. }) => {
+            Err(ServiceError::UseKafkaMockCluster { reason })
+        }
+        other => other,
     }
-    docker_available().map_err(|reason| ServiceError::UseKafkaMockCluster { reason })?;
-    start(
-        &CELL,
-        &KAFKA,
-        || kafka::apache::Kafka::default().into(),
-        kafka::apache::KAFKA_PORT.as_u16(),
-        |p| format!("127.0.0.1:{p}"),
-    )
-    .await
 }
 
 /// A unique lowercase name valid as a PostgreSQL schema, Kafka topic, RabbitMQ queue and
@@ -298,5 +244,16 @@ mod tests {
         }
         .to_string();
         assert!(e.contains("mock cluster"), "{e}");
+    }
+
+    #[cfg(not(feature = "containers"))]
+    #[tokio::test]
+    async fn without_the_feature_no_container_is_tried_and_the_error_says_why() {
+        let Err(NoContainer::Unavailable(reason)) = container(Service::Postgres).await else {
+            panic!("a container was tried without the feature");
+        };
+        let e = not_configured(&PG, reason).to_string();
+        assert!(e.contains("set DATABASE_URL"), "{e}");
+        assert!(e.contains("`containers` feature"), "{e}");
     }
 }

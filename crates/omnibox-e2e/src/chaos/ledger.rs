@@ -38,6 +38,11 @@ pub struct Ledger {
     pub poison_reason: Option<String>,
     /// Messages the broker still holds after the drain (`None`: not measured).
     pub left_on_broker: Option<i64>,
+    /// Attempts spent by outbox rows (failed publishes, leases taken over): how hard the
+    /// faults hit the relays (informational).
+    pub outbox_attempts: i64,
+    /// Attempts spent by inbox rows (informational).
+    pub inbox_attempts: i64,
 }
 
 impl Ledger {
@@ -132,6 +137,16 @@ impl Ledger {
             .await?
             .map(|r| r.get(0)),
             left_on_broker: None,
+            outbox_attempts: count(
+                tx,
+                format!("SELECT coalesce(sum(attempts_made), 0)::bigint FROM {ob}"),
+            )
+            .await?,
+            inbox_attempts: count(
+                tx,
+                format!("SELECT coalesce(sum(attempts_made), 0)::bigint FROM {ib}"),
+            )
+            .await?,
         })
     }
 
@@ -212,7 +227,7 @@ impl fmt::Display for Ledger {
         let left = self
             .left_on_broker
             .map_or_else(|| "not measured".to_owned(), |n| n.to_string());
-        let rows: [(&str, String); 11] = [
+        let rows: [(&str, String); 12] = [
             ("committed", self.committed.to_string()),
             ("published", self.published.to_string()),
             ("handled", self.handled.to_string()),
@@ -230,6 +245,10 @@ impl fmt::Display for Ledger {
             ),
             ("other dead letters", self.other_dead_letters.to_string()),
             ("left on the broker", left),
+            (
+                "attempts spent (outbox / inbox)",
+                format!("{} / {}", self.outbox_attempts, self.inbox_attempts),
+            ),
         ];
         writeln!(f, "| ledger | count |")?;
         writeln!(f, "|---|---|")?;
