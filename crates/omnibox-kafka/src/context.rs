@@ -16,7 +16,8 @@ use crate::offsets::{Tp, Tracker};
 /// On a revoke it commits what is contiguously acknowledged for the partitions being taken
 /// away, then forgets them, so acknowledgements that arrive later for those records are
 /// ignored (the new owner reads them again: at-least-once). On an assign it starts the
-/// partitions from a clean state.
+/// partitions from a clean state, unpaused (a delayed nack's pause ends with a rebalance:
+/// the record's delay is then cut short, never extended forever).
 #[derive(Debug, Default)]
 pub struct KafkaConsumerContext {
     pub(crate) tracker: Mutex<Tracker>,
@@ -102,6 +103,10 @@ impl ConsumerContext for KafkaConsumerContext {
                     tracker.forget(tp);
                     pauses.forget(tp);
                 }
+                // librdkafka keeps an application pause across revoke and assign, and the
+                // resume scheduled by a delayed nack is dropped with the pause generation:
+                // lift the pause now, or the partition stays paused when it comes back.
+                resume(base_consumer, tpl, "revoked");
             }
             Rebalance::Assign(tpl) => {
                 let mut tracker = lock(&self.tracker);
@@ -113,5 +118,23 @@ impl ConsumerContext for KafkaConsumerContext {
             }
             Rebalance::Error(error) => tracing::warn!(%error, "Kafka rebalance error"),
         }
+    }
+
+    fn post_rebalance(&self, base_consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            // A new owner starts every partition unpaused, from the committed offset (a
+            // pause left from an earlier ownership in this process would hold it forever).
+            resume(base_consumer, tpl, "assigned");
+        }
+    }
+}
+
+/// Resume `tpl` (a no-op for partitions that are not paused).
+fn resume(consumer: &BaseConsumer<KafkaConsumerContext>, tpl: &TopicPartitionList, what: &str) {
+    if tpl.count() == 0 {
+        return;
+    }
+    if let Err(error) = consumer.resume(tpl) {
+        tracing::warn!(%error, "could not resume the {what} partitions");
     }
 }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use omnibox_kafka::rdkafka::consumer::{BaseConsumer, Consumer as _};
 use omnibox_kafka::rdkafka::mocking::MockCluster;
 use omnibox_kafka::rdkafka::producer::DefaultProducerContext;
 use omnibox_postgres::PgOutboxStore;
@@ -60,6 +61,8 @@ enum BrokerServer {
     Kafka {
         /// Kept alive for the run (`None`: `KAFKA_BOOTSTRAP_SERVERS`).
         _mock: Option<MockCluster<'static, DefaultProducerContext>>,
+        /// A client that reads the group's committed offsets and the partitions' ends.
+        offsets: Arc<BaseConsumer>,
     },
 }
 
@@ -395,6 +398,11 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         println!("note: {e}");
     }
     pool.close().await;
+    if let BrokerServer::Kafka { offsets, .. } = &broker {
+        // Dropping a client that fetched committed offsets can block in librdkafka's close:
+        // the process exits right after the run instead.
+        std::mem::forget(offsets.clone());
+    }
     drop(broker);
     drop(pg);
     if problems.is_empty() {
@@ -541,19 +549,36 @@ async fn start_broker(
             create_stream(&url, base).await?;
             Ok((BrokerServer::Nats(Arc::new(Mutex::new(server))), url))
         }
-        Broker::Kafka => match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
-            Ok(bootstrap) => {
-                create_kafka_topic(&bootstrap, base, lanes).await?;
-                Ok((BrokerServer::Kafka { _mock: None }, bootstrap))
-            }
-            Err(_) => {
-                let mock = MockCluster::new(1).map_err(|e| format!("Kafka mock cluster: {e}"))?;
-                mock.create_topic(base, lanes as i32, 1)
-                    .map_err(|e| format!("create topic {base}: {e}"))?;
-                let bootstrap = mock.bootstrap_servers();
-                Ok((BrokerServer::Kafka { _mock: Some(mock) }, bootstrap))
-            }
-        },
+        Broker::Kafka => {
+            let (mock, bootstrap) = match std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+                Ok(bootstrap) => {
+                    create_kafka_topic(&bootstrap, base, lanes).await?;
+                    (None, bootstrap)
+                }
+                Err(_) => {
+                    let mock =
+                        MockCluster::new(1).map_err(|e| format!("Kafka mock cluster: {e}"))?;
+                    mock.create_topic(base, lanes as i32, 1)
+                        .map_err(|e| format!("create topic {base}: {e}"))?;
+                    let bootstrap = mock.bootstrap_servers();
+                    (Some(mock), bootstrap)
+                }
+            };
+            // Never subscribes: it only asks for the group's offsets and the partitions' ends.
+            let offsets: BaseConsumer = omnibox_kafka::rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", inbox::GROUP)
+                .set("enable.auto.commit", "false")
+                .create()
+                .map_err(|e| format!("Kafka offsets client: {e}"))?;
+            Ok((
+                BrokerServer::Kafka {
+                    _mock: mock,
+                    offsets: Arc::new(offsets),
+                },
+                bootstrap,
+            ))
+        }
     }
 }
 
@@ -640,7 +665,8 @@ async fn create_kafka_topic(bootstrap: &str, topic: &str, lanes: usize) -> Resul
 }
 
 /// Messages the broker still holds for the consumers: RabbitMQ ready + unacknowledged per
-/// lane queue; NATS pending + unacknowledged per lane consumer. `None` on Kafka.
+/// lane queue; NATS pending + unacknowledged per lane consumer; Kafka records past the
+/// group's committed offsets.
 async fn left_on_broker(
     broker: &BrokerServer,
     base: &str,
@@ -676,6 +702,37 @@ async fn left_on_broker(
             }
             Ok(Some(left))
         }
-        BrokerServer::Kafka { .. } => Ok(None),
+        BrokerServer::Kafka { offsets, .. } => {
+            let (offsets, topic) = (offsets.clone(), base.to_owned());
+            blocking(move || kafka_lag(&offsets, &topic, lanes))
+                .await
+                .map(Some)
+        }
     }
+}
+
+/// Records of `topic` not yet committed by the inbox group: per partition, its end minus
+/// the group's committed offset (all of it when nothing is committed).
+fn kafka_lag(client: &BaseConsumer, topic: &str, partitions: usize) -> Result<i64, String> {
+    use omnibox_kafka::rdkafka::{Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition(topic, p);
+    }
+    let committed = client
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| format!("committed offsets: {e}"))?;
+    let mut lag = 0;
+    for e in committed.elements() {
+        let (low, high) = client
+            .fetch_watermarks(topic, e.partition(), timeout)
+            .map_err(|e| format!("watermarks: {e}"))?;
+        let at = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        lag += (high - at).max(0);
+    }
+    Ok(lag)
 }
