@@ -508,10 +508,10 @@ async fn observe<B: Bus>(
         }
         (false, Ok(Err(e))) => return Err(format!("receiving the redelivery: {e}")),
         (false, Ok(Ok(d))) => {
-            if let Ok(m) = &d.message {
-                if m.message_id != message_id {
-                    return Err(format!("redelivered {} instead", m.message_id));
-                }
+            if let Ok(m) = &d.message
+                && m.message_id != message_id
+            {
+                return Err(format!("redelivered {} instead", m.message_id));
             }
             // Settle it so nothing is left over (best effort; the cell's resources are
             // discarded anyway).

@@ -279,7 +279,8 @@ mod tests {
     fn a_clean_ledger_has_no_problems_and_each_broken_promise_is_one() {
         assert!(clean().problems().is_empty());
         assert!(clean().drained());
-        let broken: [(&str, fn(&mut Ledger)); 8] = [
+        type Breaks = fn(&mut Ledger);
+        let broken: [(&str, Breaks); 8] = [
             ("never handled", |l| {
                 l.lost = 1;
                 l.handled = 9;

@@ -188,14 +188,12 @@ impl Rig {
     }
 }
 
-fn blocking<T: Send + 'static>(
+async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> impl Future<Output = Result<T, String>> {
-    async move {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| format!("blocking task: {e}"))?
-    }
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("blocking task: {e}"))?
 }
 
 /// Run the rig; the returned list is empty for a clean ledger.
