@@ -63,10 +63,8 @@ global:
   scrape_interval: 2s
   evaluation_interval: 2s
 scrape_configs:
-  # honor_labels: omnibox's series carry their own job label (the relay's / inbox's job
-  # name), which Prometheus would otherwise rename exported_job (see ../README.md).
+  # omnibox's job label is omnibox_job: the default scrape settings keep it as it is.
   - job_name: omnibox_preview
-    honor_labels: true
     static_configs:
       - targets: ["127.0.0.1:$metrics_port"]
 EOF

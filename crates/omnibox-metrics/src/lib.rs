@@ -20,31 +20,31 @@
 //!
 //! ## Series
 //!
-//! Names carry the sink's prefix (default `omnibox_`). Labels are bounded: `job` (the
+//! Names carry the sink's prefix (default `omnibox_`). Labels are bounded: `omnibox_job` (the
 //! configured job name), `table` (the configured table name), `route` (the outbox topic
 //! or inbox source), `event_type`, and enums — never ids or error strings.
 //!
 //! | series | type | unit | labels | fed by |
 //! |---|---|---|---|---|
-//! | `events_claimed_total` | counter | events | job | `BatchClaimed` |
-//! | `batch_size` | histogram | events | job | `BatchClaimed` (non-empty batches) |
-//! | `batch_duration_seconds` | histogram | seconds | job | `BatchFinished` (claim to settle) |
-//! | `events_completed_total` | counter | events | job, event_type, route | `Completed` (published / handled) |
-//! | `events_failed_total` | counter | events | job, event_type, route, kind=`permanent`\|`transient` | `Failed` |
-//! | `events_skipped_total` | counter | events | job, event_type, reason=`handler`\|`duplicate` | `Skipped` |
-//! | `events_dead_lettered_total` | counter | events | job, event_type | `DeadLettered` |
-//! | `handler_duration_seconds` | histogram | seconds | job, event_type | `HandlerDuration`: around the handler (inbox) or the broker call (relay) only |
-//! | `leases_released_total` | counter | events | job | `Released` |
-//! | `leases_lost_total` | counter | events | job | `LeaseLost` |
-//! | `messages_consumed_total` | counter | messages | job | `Consumed` |
-//! | `messages_duplicate_total` | counter | messages | job, event_type | `Duplicate` |
-//! | `messages_acked_total` | counter | messages | job | `Acked` |
-//! | `messages_nacked_total` | counter | messages | job | `Nacked` |
-//! | `messages_ack_failed_total` | counter | messages | job | `AckFailed` |
-//! | `circuit_state` | gauge | 0 closed, 1 half-open, 2 open | job | `Circuit` |
-//! | `circuit_transitions_total` | counter | transitions | job, state=`closed`\|`open`\|`half_open` | `Circuit` |
-//! | `stale_leases_released_total` | counter | events | job | `StaleReleased` |
-//! | `rows_cleaned_total` | counter | rows | job | `Cleaned` |
+//! | `events_claimed_total` | counter | events | omnibox_job | `BatchClaimed` |
+//! | `batch_size` | histogram | events | omnibox_job | `BatchClaimed` (non-empty batches) |
+//! | `batch_duration_seconds` | histogram | seconds | omnibox_job | `BatchFinished` (claim to settle) |
+//! | `events_completed_total` | counter | events | omnibox_job, event_type, route | `Completed` (published / handled) |
+//! | `events_failed_total` | counter | events | omnibox_job, event_type, route, kind=`permanent`\|`transient` | `Failed` |
+//! | `events_skipped_total` | counter | events | omnibox_job, event_type, reason=`handler`\|`duplicate` | `Skipped` |
+//! | `events_dead_lettered_total` | counter | events | omnibox_job, event_type | `DeadLettered` |
+//! | `handler_duration_seconds` | histogram | seconds | omnibox_job, event_type | `HandlerDuration`: around the handler (inbox) or the broker call (relay) only |
+//! | `leases_released_total` | counter | events | omnibox_job | `Released` |
+//! | `leases_lost_total` | counter | events | omnibox_job | `LeaseLost` |
+//! | `messages_consumed_total` | counter | messages | omnibox_job | `Consumed` |
+//! | `messages_duplicate_total` | counter | messages | omnibox_job, event_type | `Duplicate` |
+//! | `messages_acked_total` | counter | messages | omnibox_job | `Acked` |
+//! | `messages_nacked_total` | counter | messages | omnibox_job | `Nacked` |
+//! | `messages_ack_failed_total` | counter | messages | omnibox_job | `AckFailed` |
+//! | `circuit_state` | gauge | 0 closed, 1 half-open, 2 open | omnibox_job | `Circuit` |
+//! | `circuit_transitions_total` | counter | transitions | omnibox_job, state=`closed`\|`open`\|`half_open` | `Circuit` |
+//! | `stale_leases_released_total` | counter | events | omnibox_job | `StaleReleased` |
+//! | `rows_cleaned_total` | counter | rows | omnibox_job | `Cleaned` |
 //! | `backlog_pending` | gauge | events | table | `Backlog` |
 //! | `backlog_oldest_claimable_age_seconds` | gauge | seconds (0 = none) | table | `Backlog` |
 //! | `backlog_oldest_pending_age_seconds` | gauge | seconds (0 = none) | table | `Backlog` |
@@ -80,4 +80,4 @@ pub use prometheus::{
     BATCH_SIZE_BUCKETS, DURATION_BUCKETS, PrometheusError, PrometheusHandle, PrometheusOptions,
     install_prometheus,
 };
-pub use sink::{DEFAULT_PREFIX, FacadeMetrics, circuit_state_value};
+pub use sink::{DEFAULT_PREFIX, FacadeMetrics, JOB_LABEL, circuit_state_value};

@@ -9,7 +9,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::sink::FacadeMetrics;
 
-/// Default buckets of the `*_seconds` histograms (5 ms to 60 s).
+/// Default buckets of omnibox's `*_seconds` histograms (5 ms to 60 s).
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -40,9 +40,10 @@ pub enum PrometheusError {
 pub struct PrometheusOptions {
     /// Listen address of the scrape endpoint (any path answers).
     pub listen: SocketAddr,
-    /// Buckets of every `*_seconds` histogram.
+    /// Buckets of omnibox's `*_seconds` histograms (`batch_duration_seconds`,
+    /// `handler_duration_seconds`; no other series).
     pub duration_buckets: Vec<f64>,
-    /// Buckets of the `batch_size` histogram.
+    /// Buckets of omnibox's `batch_size` histogram.
     pub batch_size_buckets: Vec<f64>,
     /// The sink whose series get described (`# HELP`, units).
     pub sink: FacadeMetrics,
@@ -86,13 +87,17 @@ impl PrometheusOptions {
     pub fn install(self) -> Result<PrometheusHandle, PrometheusError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| PrometheusError::NoRuntime)?;
-        let builder = PrometheusBuilder::new()
-            .with_http_listener(self.listen)
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &self.duration_buckets)?
-            .set_buckets_for_metric(
-                Matcher::Suffix("batch_size".into()),
-                &self.batch_size_buckets,
-            )?;
+        // Buckets for omnibox's own histograms only (full names): the application's other
+        // `*_seconds` histograms keep the exporter's defaults or their own settings.
+        let mut builder = PrometheusBuilder::new().with_http_listener(self.listen);
+        for name in self.sink.duration_histograms() {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.into()), &self.duration_buckets)?;
+        }
+        for name in self.sink.size_histograms() {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.into()), &self.batch_size_buckets)?;
+        }
         let (recorder, exporter) = {
             let _entered = runtime.enter();
             builder.build()?

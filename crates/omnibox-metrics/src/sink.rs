@@ -10,6 +10,11 @@ use crate::error::InvalidPrefix;
 /// The default metric name prefix.
 pub const DEFAULT_PREFIX: &str = "omnibox_";
 
+/// The label carrying the configured job name. Not `job`: Prometheus gives every scraped
+/// target a `job` label of its own, and with the default `honor_labels: false` it would
+/// rename ours to `exported_job`.
+pub const JOB_LABEL: &str = "omnibox_job";
+
 macro_rules! series {
     ($( $field:ident => $suffix:literal, $kind:ident, $unit:expr, $help:literal; )*) => {
         /// Full series names (prefix included), built once.
@@ -154,6 +159,16 @@ impl FacadeMetrics {
         self.names.all()
     }
 
+    /// This sink's histograms measured in seconds (prefix included).
+    pub fn duration_histograms(&self) -> [&str; 2] {
+        [&self.names.batch_duration, &self.names.handler_duration]
+    }
+
+    /// This sink's histograms of event counts (prefix included).
+    pub fn size_histograms(&self) -> [&str; 1] {
+        [&self.names.batch_size]
+    }
+
     /// Register each series' unit and help text with the installed recorder (Prometheus
     /// renders them as `# HELP` lines). Call it once, after installing the recorder.
     pub fn describe(&self) {
@@ -167,14 +182,14 @@ impl MetricsSink for FacadeMetrics {
         match *metric {
             Metric::BatchClaimed { job, size } => {
                 let job = job.to_owned();
-                metrics::counter!(n.events_claimed.clone(), "job" => job.clone())
+                metrics::counter!(n.events_claimed.clone(), JOB_LABEL => job.clone())
                     .increment(size as u64);
                 if size > 0 {
-                    metrics::histogram!(n.batch_size.clone(), "job" => job).record(size as f64);
+                    metrics::histogram!(n.batch_size.clone(), JOB_LABEL => job).record(size as f64);
                 }
             }
             Metric::BatchFinished { job, duration } => {
-                metrics::histogram!(n.batch_duration.clone(), "job" => job.to_owned())
+                metrics::histogram!(n.batch_duration.clone(), JOB_LABEL => job.to_owned())
                     .record(duration.as_secs_f64());
             }
             Metric::Completed {
@@ -183,7 +198,7 @@ impl MetricsSink for FacadeMetrics {
                 route,
             } => metrics::counter!(
                 n.completed.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
                 "route" => route.to_owned(),
             )
@@ -195,7 +210,7 @@ impl MetricsSink for FacadeMetrics {
                 kind,
             } => metrics::counter!(
                 n.failed.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
                 "route" => route.to_owned(),
                 "kind" => kind.as_str(),
@@ -207,23 +222,24 @@ impl MetricsSink for FacadeMetrics {
                 reason,
             } => metrics::counter!(
                 n.skipped.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
                 "reason" => skip_reason(reason),
             )
             .increment(1),
             Metric::DeadLettered { job, event_type } => metrics::counter!(
                 n.dead_lettered.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
             )
             .increment(1),
             Metric::Released { job, count } => {
-                metrics::counter!(n.leases_released.clone(), "job" => job.to_owned())
+                metrics::counter!(n.leases_released.clone(), JOB_LABEL => job.to_owned())
                     .increment(count);
             }
             Metric::LeaseLost { job, count } => {
-                metrics::counter!(n.leases_lost.clone(), "job" => job.to_owned()).increment(count);
+                metrics::counter!(n.leases_lost.clone(), JOB_LABEL => job.to_owned())
+                    .increment(count);
             }
             Metric::HandlerDuration {
                 job,
@@ -231,45 +247,45 @@ impl MetricsSink for FacadeMetrics {
                 duration,
             } => metrics::histogram!(
                 n.handler_duration.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
             )
             .record(duration.as_secs_f64()),
             Metric::Consumed { job } => {
-                metrics::counter!(n.consumed.clone(), "job" => job.to_owned()).increment(1);
+                metrics::counter!(n.consumed.clone(), JOB_LABEL => job.to_owned()).increment(1);
             }
             Metric::Duplicate { job, event_type } => metrics::counter!(
                 n.duplicates.clone(),
-                "job" => job.to_owned(),
+                JOB_LABEL => job.to_owned(),
                 "event_type" => event_type.to_owned(),
             )
             .increment(1),
             Metric::Acked { job } => {
-                metrics::counter!(n.acked.clone(), "job" => job.to_owned()).increment(1);
+                metrics::counter!(n.acked.clone(), JOB_LABEL => job.to_owned()).increment(1);
             }
             Metric::Nacked { job } => {
-                metrics::counter!(n.nacked.clone(), "job" => job.to_owned()).increment(1);
+                metrics::counter!(n.nacked.clone(), JOB_LABEL => job.to_owned()).increment(1);
             }
             Metric::AckFailed { job } => {
-                metrics::counter!(n.ack_failed.clone(), "job" => job.to_owned()).increment(1);
+                metrics::counter!(n.ack_failed.clone(), JOB_LABEL => job.to_owned()).increment(1);
             }
             Metric::Circuit { job, state } => {
                 let job = job.to_owned();
-                metrics::gauge!(n.circuit_state.clone(), "job" => job.clone())
+                metrics::gauge!(n.circuit_state.clone(), JOB_LABEL => job.clone())
                     .set(circuit_state_value(state));
                 metrics::counter!(
                     n.circuit_transitions.clone(),
-                    "job" => job,
+                    JOB_LABEL => job,
                     "state" => state.as_str(),
                 )
                 .increment(1);
             }
             Metric::StaleReleased { job, count } => {
-                metrics::counter!(n.stale_released.clone(), "job" => job.to_owned())
+                metrics::counter!(n.stale_released.clone(), JOB_LABEL => job.to_owned())
                     .increment(count);
             }
             Metric::Cleaned { job, count } => {
-                metrics::counter!(n.cleaned.clone(), "job" => job.to_owned()).increment(count);
+                metrics::counter!(n.cleaned.clone(), JOB_LABEL => job.to_owned()).increment(count);
             }
             Metric::Backlog { table, backlog } => {
                 let age = |a: Option<chrono::TimeDelta>| {

@@ -18,7 +18,8 @@ fn dashboard_queries_only_documented_series() {
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .unwrap_or(tail.len());
-        if end > "omnibox_".len() {
+        // `omnibox_job` is the job label, not a series.
+        if end > "omnibox_".len() && &tail[..end] != omnibox_metrics::JOB_LABEL {
             used.insert(tail[..end].to_owned());
         }
         rest = &tail[end..];
@@ -42,4 +43,13 @@ fn dashboard_queries_only_documented_series() {
     ] {
         assert!(used.contains(must), "dashboard lacks {must}");
     }
+    // Panels group and filter by omnibox's label, never Prometheus's own `job`.
+    let without_ours = text.replace(omnibox_metrics::JOB_LABEL, "");
+    for bare in ["by (job)", "job=~", "{{job}}", ", job)"] {
+        assert!(
+            !without_ours.contains(bare),
+            "dashboard uses the bare `job` label: {bare}"
+        );
+    }
+    assert!(text.contains("omnibox_job=~"), "the $job variable filters omnibox_job");
 }

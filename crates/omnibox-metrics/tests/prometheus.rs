@@ -81,6 +81,9 @@ async fn scrape_over_http_finds_the_series() {
         event_type: "order.placed",
         duration: Duration::from_millis(30),
     });
+    // The application's own histograms, named like omnibox's, are not re-bucketed.
+    metrics::histogram!("app_request_seconds").record(0.2);
+    metrics::histogram!("app_batch_size").record(3.0);
     let mut b = Backlog::default();
     b.pending = 17;
     b.oldest_claimable_age = Some(TimeDelta::seconds(4));
@@ -93,7 +96,7 @@ async fn scrape_over_http_finds_the_series() {
         .await
         .unwrap();
     let ev = [
-        ("job", "relay"),
+        ("omnibox_job", "relay"),
         ("event_type", "order.placed"),
         ("route", "orders"),
     ];
@@ -106,7 +109,11 @@ async fn scrape_over_http_finds_the_series() {
         sample(
             &body,
             "omnibox_events_failed_total",
-            &[("job", "relay"), ("route", "orders"), ("kind", "transient")]
+            &[
+                ("omnibox_job", "relay"),
+                ("route", "orders"),
+                ("kind", "transient")
+            ]
         ),
         Some(1.0)
     );
@@ -127,7 +134,7 @@ async fn scrape_over_http_finds_the_series() {
         Some(4.0)
     );
     // exported as a real histogram (buckets), so dashboards can use histogram_quantile
-    let lbl = [("job", "relay"), ("event_type", "order.placed")];
+    let lbl = [("omnibox_job", "relay"), ("event_type", "order.placed")];
     assert_eq!(
         sample(
             &body,
@@ -153,6 +160,21 @@ async fn scrape_over_http_finds_the_series() {
         body.contains("# TYPE omnibox_handler_duration_seconds histogram"),
         "{body}"
     );
+    // omnibox's label is not Prometheus's own `job` target label
+    assert!(
+        !body
+            .lines()
+            .any(|l| l.contains("{job=") || l.contains(",job=")),
+        "{body}"
+    );
+    // buckets apply to omnibox's histograms only: the application's keep the exporter's
+    // default rendering (a summary) instead of omnibox's buckets
+    assert!(
+        body.contains("# TYPE app_request_seconds summary"),
+        "{body}"
+    );
+    assert!(!body.contains("app_request_seconds_bucket"), "{body}");
+    assert!(!body.contains("app_batch_size_bucket"), "{body}");
     // the handle renders the same series
     assert!(handle.render().contains("omnibox_backlog_pending"));
 

@@ -95,7 +95,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
 
     // What FacadeMetrics recorded for it.
     let s = snapshot(&snapshotter);
-    let job = [("job", JOB)];
+    let job = [("omnibox_job", JOB)];
     assert_eq!(counter(&s, "omnibox_events_claimed_total", &job), 4);
     assert_eq!(histogram(&s, "omnibox_batch_size", &job), vec![4.0]);
     assert_eq!(
@@ -103,7 +103,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
             &s,
             "omnibox_events_completed_total",
             &[
-                ("job", JOB),
+                ("omnibox_job", JOB),
                 ("event_type", "order.placed"),
                 ("route", "orders")
             ]
@@ -115,7 +115,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
             &s,
             "omnibox_events_failed_total",
             &[
-                ("job", JOB),
+                ("omnibox_job", JOB),
                 ("event_type", "order.poison"),
                 ("route", "poison"),
                 ("kind", "permanent"),
@@ -127,7 +127,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
         counter(
             &s,
             "omnibox_events_dead_lettered_total",
-            &[("job", JOB), ("event_type", "order.poison")]
+            &[("omnibox_job", JOB), ("event_type", "order.poison")]
         ),
         1
     );
@@ -135,7 +135,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
     let placed = histogram(
         &s,
         "omnibox_handler_duration_seconds",
-        &[("job", JOB), ("event_type", "order.placed")],
+        &[("omnibox_job", JOB), ("event_type", "order.placed")],
     );
     assert_eq!(placed.len(), 3, "{placed:?}");
     assert!(
@@ -145,7 +145,7 @@ fn relay_batch_records_completed_batch_size_durations_and_dead_letters() {
     let refused = histogram(
         &s,
         "omnibox_handler_duration_seconds",
-        &[("job", JOB), ("event_type", "order.poison")],
+        &[("omnibox_job", JOB), ("event_type", "order.poison")],
     );
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(

@@ -135,7 +135,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
     });
     let s = snapshot(&snapshotter);
 
-    let relay = [("job", "relay")];
+    let relay = [("omnibox_job", "relay")];
     assert_eq!(counter(&s, "omnibox_events_claimed_total", &relay), 3);
     // empty polls do not dilute the batch size distribution
     assert_eq!(histogram(&s, "omnibox_batch_size", &relay), vec![3.0]);
@@ -144,7 +144,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
         vec![1.5]
     );
     let ev = [
-        ("job", "relay"),
+        ("omnibox_job", "relay"),
         ("event_type", "order.placed"),
         ("route", "orders"),
     ];
@@ -154,7 +154,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
             &s,
             "omnibox_events_failed_total",
             &[
-                ("job", "relay"),
+                ("omnibox_job", "relay"),
                 ("event_type", "order.placed"),
                 ("route", "orders"),
                 ("kind", kind),
@@ -168,7 +168,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
             &s,
             "omnibox_events_skipped_total",
             &[
-                ("job", "inbox"),
+                ("omnibox_job", "inbox"),
                 ("event_type", "order.placed"),
                 ("reason", reason),
             ],
@@ -180,7 +180,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
         counter(
             &s,
             "omnibox_events_dead_lettered_total",
-            &[("job", "inbox"), ("event_type", "malformed")]
+            &[("omnibox_job", "inbox"), ("event_type", "malformed")]
         ),
         1
     );
@@ -190,17 +190,17 @@ fn every_metric_variant_maps_to_its_documented_series() {
         histogram(
             &s,
             "omnibox_handler_duration_seconds",
-            &[("job", "inbox"), ("event_type", "order.placed")]
+            &[("omnibox_job", "inbox"), ("event_type", "order.placed")]
         ),
         vec![0.25]
     );
-    let inbox = [("job", "inbox")];
+    let inbox = [("omnibox_job", "inbox")];
     assert_eq!(counter(&s, "omnibox_messages_consumed_total", &inbox), 1);
     assert_eq!(
         counter(
             &s,
             "omnibox_messages_duplicate_total",
-            &[("job", "inbox"), ("event_type", "order.placed")]
+            &[("omnibox_job", "inbox"), ("event_type", "order.placed")]
         ),
         1
     );
@@ -212,11 +212,11 @@ fn every_metric_variant_maps_to_its_documented_series() {
         counter(
             &s,
             "omnibox_circuit_transitions_total",
-            &[("job", "relay"), ("state", "open")]
+            &[("omnibox_job", "relay"), ("state", "open")]
         ),
         1
     );
-    let maint = [("job", "maintenance")];
+    let maint = [("omnibox_job", "maintenance")];
     assert_eq!(
         counter(&s, "omnibox_stale_leases_released_total", &maint),
         5
@@ -243,7 +243,7 @@ fn every_metric_variant_maps_to_its_documented_series() {
 
     // Labels are bounded: only these keys ever appear.
     let allowed: BTreeSet<&str> = [
-        "job",
+        "omnibox_job",
         "event_type",
         "route",
         "kind",
@@ -293,12 +293,16 @@ fn bug_04_handler_duration_is_the_measured_call_not_the_batch() {
         histogram(
             &s,
             "omnibox_handler_duration_seconds",
-            &[("job", "relay"), ("event_type", "a")]
+            &[("omnibox_job", "relay"), ("event_type", "a")]
         ),
         vec![0.02, 0.03]
     );
     assert_eq!(
-        histogram(&s, "omnibox_batch_duration_seconds", &[("job", "relay")]),
+        histogram(
+            &s,
+            "omnibox_batch_duration_seconds",
+            &[("omnibox_job", "relay")]
+        ),
         vec![9.0]
     );
 }
@@ -328,13 +332,21 @@ fn bug_04_skipped_events_are_not_counted_as_duplicates() {
         counter(
             &s,
             "omnibox_events_skipped_total",
-            &[("job", "inbox"), ("event_type", "a"), ("reason", "handler")]
+            &[
+                ("omnibox_job", "inbox"),
+                ("event_type", "a"),
+                ("reason", "handler")
+            ]
         ),
         1
     );
     // shutdown leftovers are released leases, not skips or duplicates
     assert_eq!(
-        counter(&s, "omnibox_leases_released_total", &[("job", "inbox")]),
+        counter(
+            &s,
+            "omnibox_leases_released_total",
+            &[("omnibox_job", "inbox")]
+        ),
         3
     );
 }
@@ -387,14 +399,14 @@ fn circuit_gauge_encodes_each_state() {
         });
         let s = snapshot(&snapshotter);
         assert_eq!(
-            gauge(&s, "omnibox_circuit_state", &[("job", "relay")]),
+            gauge(&s, "omnibox_circuit_state", &[("omnibox_job", "relay")]),
             value
         );
         assert_eq!(
             counter(
                 &s,
                 "omnibox_circuit_transitions_total",
-                &[("job", "relay"), ("state", state.as_str())]
+                &[("omnibox_job", "relay"), ("state", state.as_str())]
             ),
             1
         );
@@ -410,7 +422,7 @@ fn custom_prefix_names_every_series_and_bad_prefixes_are_refused() {
     metrics::with_local_recorder(&recorder, || sink.record(&Metric::Consumed { job: "in" }));
     let s = snapshot(&snapshotter);
     assert_eq!(
-        counter(&s, "shop_messages_consumed_total", &[("job", "in")]),
+        counter(&s, "shop_messages_consumed_total", &[("omnibox_job", "in")]),
         1
     );
     assert!(sink.series_names().iter().all(|n| n.starts_with("shop_")));
