@@ -16,7 +16,9 @@ use omnibox::metrics::{Metric, MetricsSink};
 use omnibox::postgres::sqlx::postgres::PgPoolOptions;
 use omnibox::postgres::sqlx::{self, AssertSqlSafe, PgConnection, PgPool, Row};
 use omnibox::postgres::{PgInboxStore, PgOutboxStore, PgStoreConfig, classify};
-use omnibox::{Handler, HandlerError, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent};
+use omnibox::{
+    Handler, HandlerError, HandlerOutcome, HandlerResult, InboxEvent, Message, OutboxEvent,
+};
 
 /// The error type of the examples.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -239,20 +241,50 @@ impl Demo {
     }
 }
 
-/// An `order.placed` event for `order`, keyed by customer (events of one customer stay in
-/// order), with an idempotency key so a retried request cannot enqueue it twice.
+/// The `order.placed` message: a typed payload that carries its event type, aggregate,
+/// topic and partition key (see `omnibox::message`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct OrderPlaced {
+    /// The order (the aggregate).
+    pub order: uuid::Uuid,
+    /// Who placed it: the partition key, so one customer's events stay in order.
+    pub customer: String,
+    /// Order total, in whole units.
+    pub total: i32,
+}
+
+impl Message for OrderPlaced {
+    const EVENT_TYPE: &'static str = "order.placed";
+    const AGGREGATE_TYPE: &'static str = "order";
+    /// Each example publishes to a queue of its own (`.topic(…)` when enqueuing).
+    const TOPIC: &'static str = "orders";
+
+    fn aggregate_id(&self) -> uuid::Uuid {
+        self.order
+    }
+
+    fn partition_key(&self) -> String {
+        self.customer.clone()
+    }
+}
+
+/// The `order.placed` event of `order` on `topic`, with an idempotency key so a retried
+/// request cannot enqueue it twice.
 pub fn order_placed(
     order: uuid::Uuid,
     topic: &str,
     customer: &str,
     total: i32,
 ) -> Result<OutboxEvent> {
-    Ok(
-        OutboxEvent::builder("order", order, "order.placed", topic, customer)
-            .payload(serde_json::json!({ "order": order, "customer": customer, "total": total }))
-            .idempotency_key(format!("order-placed-{order}"))
-            .build()?,
-    )
+    let placed = OrderPlaced {
+        order,
+        customer: customer.to_owned(),
+        total,
+    };
+    Ok(OutboxEvent::message(&placed)
+        .topic(topic)
+        .idempotency_key(format!("order-placed-{order}"))
+        .build()?)
 }
 
 /// The consumer's business effect: credit one loyalty point per unit of the order total,
@@ -266,29 +298,30 @@ pub struct CreditLoyaltyPoints {
 
 impl Handler<InboxEvent, PgConnection> for CreditLoyaltyPoints {
     async fn handle(&self, event: &InboxEvent, conn: &mut PgConnection) -> HandlerResult {
-        credit(&self.schema, event, conn, 1).await?;
+        // Typed: a payload that is not an `OrderPlaced` is a counted failure (it ends as a
+        // dead letter once its attempts are spent), never a panic or a silent zero.
+        let order: OrderPlaced = event.message()?;
+        credit(&self.schema, &event.message_id, &order, conn, 1).await?;
         Ok(HandlerOutcome::Completed)
     }
 }
 
-/// Insert the credit of `event` (`points per unit × total`) into `loyalty_credits`; a
+/// Insert the credit of `order` (`points per unit × total`) into `loyalty_credits`; a
 /// second run for the same message would show as `times = 2`.
 pub async fn credit(
     schema: &str,
-    event: &InboxEvent,
+    message_id: &str,
+    order: &OrderPlaced,
     conn: &mut PgConnection,
     points_per_unit: i64,
 ) -> std::result::Result<i64, HandlerError> {
-    let payload = &event.common.payload;
-    let customer = payload["customer"]
-        .as_str()
-        .ok_or_else(|| HandlerError::permanent("payload has no customer"))?;
-    let points = payload["total"].as_i64().unwrap_or(0) * points_per_unit;
+    let customer = order.customer.as_str();
+    let points = i64::from(order.total) * points_per_unit;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {schema}.loyalty_credits (message_id, customer, points) VALUES ($1, $2, $3)
          ON CONFLICT (message_id) DO UPDATE SET times = loyalty_credits.times + 1"
     )))
-    .bind(&event.message_id)
+    .bind(message_id)
     .bind(customer)
     .bind(i32::try_from(points).unwrap_or(i32::MAX))
     .execute(conn)

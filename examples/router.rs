@@ -20,7 +20,7 @@ use omnibox::rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, Routi
 use omnibox::relay::OutboxRelay;
 use omnibox::router::{RouteHandler, Router, UnmatchedPolicy};
 use omnibox::{HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId};
-use omnibox_examples::{Demo, Result, credit, rabbit, unique_name, within};
+use omnibox_examples::{Demo, OrderPlaced, Result, credit, rabbit, unique_name, within};
 
 /// The router's shared state: every handler gets `&Loyalty`.
 struct Loyalty {
@@ -33,7 +33,8 @@ struct Credit;
 
 impl RouteHandler<PgConnection, Loyalty> for Credit {
     async fn handle(&self, e: &InboxEvent, conn: &mut PgConnection, st: &Loyalty) -> HandlerResult {
-        let points = credit(&st.schema, e, conn, st.points_per_euro).await?;
+        let order: OrderPlaced = e.message()?;
+        let points = credit(&st.schema, &e.message_id, &order, conn, st.points_per_euro).await?;
         println!("   [order.placed]    credited {points} points");
         Ok(HandlerOutcome::Completed)
     }
@@ -109,8 +110,11 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         queue,
         |e, conn, st| {
             Box::pin(async move {
-                // A negative rate writes the debit.
-                let points = credit(&st.schema, e, conn, -st.points_per_euro).await?;
+                // The cancellation carries the order it cancels (same payload shape); a
+                // negative rate writes the debit.
+                let order: OrderPlaced = e.payload_as()?;
+                let points =
+                    credit(&st.schema, &e.message_id, &order, conn, -st.points_per_euro).await?;
                 println!("   [order.cancelled] took back {} points", -points);
                 Ok(HandlerOutcome::Completed)
             })

@@ -25,6 +25,7 @@ pub mod handler;
 pub mod inbox;
 pub mod maintenance;
 pub mod memory;
+pub mod message;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
@@ -41,6 +42,7 @@ pub use error::{
     PublishError, StoreError, ValidationError,
 };
 pub use handler::{DynHandler, Handler, HandlerOutcome, HandlerResult, handler_fn};
+pub use message::{Message, MessageHandler, typed};
 pub use model::{Event, EventStatus, InboxEvent, OutboxEvent, WorkerId};
 pub use publisher::{DynPublisher, Publisher};
 pub use shutdown::Shutdown;

@@ -51,5 +51,8 @@ fn dashboard_queries_only_documented_series() {
             "dashboard uses the bare `job` label: {bare}"
         );
     }
-    assert!(text.contains("omnibox_job=~"), "the $job variable filters omnibox_job");
+    assert!(
+        text.contains("omnibox_job=~"),
+        "the $job variable filters omnibox_job"
+    );
 }

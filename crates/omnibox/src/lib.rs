@@ -74,7 +74,7 @@
 
 pub use omnibox_core::{
     backoff, clock, consumer, domain, envelope, error, factories, handler, inbox, maintenance,
-    memory, model, pipeline, publisher, relay, router, shutdown, store, wake, worker,
+    memory, message, model, pipeline, publisher, relay, router, shutdown, store, wake, worker,
 };
 
 /// The types an application names, without any module: `use omnibox::prelude::*;` never
@@ -95,8 +95,8 @@ pub mod prelude {
     pub use omnibox_core::worker::{InboxWorker, MaintenanceWorker, RelayWorker};
     pub use omnibox_core::{
         Error, Event, EventStatus, FailureKind, Handler, HandlerError, HandlerOutcome,
-        HandlerResult, InboxEvent, OutboxEvent, Publisher, Shutdown, StoreError, WorkerId,
-        handler_fn,
+        HandlerResult, InboxEvent, Message, MessageHandler, OutboxEvent, Publisher, Shutdown,
+        StoreError, WorkerId, handler_fn, typed,
     };
 }
 
@@ -145,6 +145,6 @@ pub use omnibox_settings as settings;
 pub use omnibox_core::{
     BoxError, ConsumeError, DomainError, DynHandler, DynPublisher, EnvelopeError, Error, Event,
     EventStatus, FailureKind, Handler, HandlerError, HandlerOutcome, HandlerResult, InboxEvent,
-    OutboxEvent, PublishError, Publisher, Shutdown, StoreError, ValidationError, WorkerId,
-    handler_fn,
+    Message, MessageHandler, OutboxEvent, PublishError, Publisher, Shutdown, StoreError,
+    ValidationError, WorkerId, handler_fn, typed,
 };

@@ -289,6 +289,15 @@ impl OutboxEventBuilder {
         self
     }
 
+    /// Replace the topic (e.g. a typed message's [`Message::TOPIC`] with a per-environment
+    /// name).
+    ///
+    /// [`Message::TOPIC`]: crate::message::Message::TOPIC
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
     /// Build with default limits.
     pub fn build(self) -> Result<OutboxEvent, ValidationError> {
         self.build_with(&Limits::default())

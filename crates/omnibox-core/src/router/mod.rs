@@ -378,6 +378,26 @@ impl<C, St> Router<C, St> {
         Ok(self)
     }
 
+    /// Register a typed [`MessageHandler`](crate::message::MessageHandler) of `M` for every
+    /// version of `(M::EVENT_TYPE, source)`: the payload arrives decoded, and a payload
+    /// that does not decode is a counted failure (see [`crate::message`]).
+    pub fn register_message<M>(
+        &mut self,
+        source: &str,
+        handler: impl crate::message::MessageHandler<M, C> + 'static,
+    ) -> Result<&mut Self, RouterError>
+    where
+        M: crate::message::Message + 'static,
+        C: Send + 'static,
+        St: Send + Sync + 'static,
+    {
+        self.register_handler(
+            M::EVENT_TYPE,
+            source,
+            crate::message::typed::<M, _>(handler),
+        )
+    }
+
     fn normalize(&self, source: &str) -> String {
         match &self.normalizer {
             Some(n) => n(source),

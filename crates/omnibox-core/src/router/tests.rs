@@ -345,3 +345,45 @@ fn router_is_a_send_sync_handler() {
     let boxed: Box<dyn crate::DynHandler<InboxEvent, Log>> = Box::new(r);
     assert_handler(&boxed);
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Counted {
+    n: i64,
+}
+
+impl crate::message::Message for Counted {
+    const EVENT_TYPE: &'static str = "counted";
+    const AGGREGATE_TYPE: &'static str = "counter";
+    const TOPIC: &'static str = "orders";
+    fn aggregate_id(&self) -> uuid::Uuid {
+        uuid::Uuid::nil()
+    }
+}
+
+struct LogCounted;
+
+impl crate::message::MessageHandler<Counted, Log> for LogCounted {
+    async fn handle(&self, m: Counted, _e: &InboxEvent, log: &mut Log) -> HandlerResult {
+        log.0.push(format!("counted {}", m.n));
+        Ok(HandlerOutcome::Completed)
+    }
+}
+
+#[tokio::test]
+async fn a_typed_route_gets_the_payload_decoded_and_a_bad_one_is_a_counted_failure() {
+    let mut router: Router<Log> = Router::new();
+    router
+        .register_message::<Counted>("orders", LogCounted)
+        .unwrap();
+    assert!(router.has_route("counted", "orders", None));
+    let (r, log) = run(&router, &event("orders", "counted", None)).await;
+    assert_eq!(r.unwrap(), HandlerOutcome::Completed);
+    assert_eq!(log, vec!["counted 1".to_owned()]);
+    let bad = InboxEvent::builder("msg-2", "group", "orders", "counted")
+        .payload(json!({"n": "one"}))
+        .build()
+        .unwrap();
+    let (r, log) = run(&router, &bad).await;
+    assert_eq!(r.unwrap_err().kind, FailureKind::Permanent);
+    assert!(log.is_empty());
+}
