@@ -263,6 +263,11 @@ impl RabbitNode {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// The node's AMQP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The node's name (`rabbitmqctl -n`).
     pub fn node(&self) -> &str {
         &self.node

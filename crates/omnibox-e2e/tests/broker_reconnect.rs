@@ -7,15 +7,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use common::{LIMIT, Pg, RecordEffect, bounded, rabbit, until, until_every};
+use common::{LIMIT, Pg, RecordEffect, bounded, rabbit, until};
 use omnibox_core::backoff::{Backoff, Jitter};
 use omnibox_core::consumer::Consumer;
 use omnibox_core::inbox::{AckStrategy, InboxRunner};
@@ -23,6 +20,7 @@ use omnibox_core::model::EventStatus;
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::worker::{InboxWorker, RelaySummary, RelayWorker, Stopped};
 use omnibox_core::{Publisher, Shutdown, WorkerId};
+use omnibox_e2e::servers::{NatsServer, RabbitNode, close_connections};
 use omnibox_postgres::PgDatabase;
 use omnibox_rabbitmq::lapin;
 use omnibox_rabbitmq::{
@@ -138,56 +136,12 @@ async fn assert_exactly_once(pg: &Pg, ids: &[String]) {
     assert_eq!(pg.inbox_count(EventStatus::Completed).await, n);
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A blocking helper of `omnibox_e2e::servers`, run off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, String> + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn scratch_dir(prefix: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(omnibox_testing::unique_name(prefix));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn rabbitmqctl(node: Option<&str>, args: &[&str]) -> String {
-    let mut cmd = Command::new("rabbitmqctl");
-    if let Some(node) = node {
-        cmd.args(["-n", node]);
-    }
-    let out = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Close (broker side) every connection whose client properties name `connection_name`;
-/// returns how many were closed.
-fn close_connections(node: Option<&str>, connection_name: &str) -> usize {
-    let list = rabbitmqctl(
-        node,
-        &["-q", "list_connections", "pid", "client_properties"],
-    );
-    let needle = format!("\"{connection_name}\"");
-    let pids: Vec<&str> = list
-        .lines()
-        .filter(|l| l.contains(&needle))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    for pid in &pids {
-        rabbitmqctl(node, &["close_connection", pid, "omnibox fault test"]);
-    }
-    pids.len()
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn properties(connection_name: &str) -> lapin::ConnectionProperties {
@@ -241,7 +195,10 @@ async fn rabbitmq_connections_closed_by_the_broker_are_replaced_under_running_wo
     // Close both connections (publisher and consumer) broker side, with events in flight.
     ids.extend(pg.enqueue(&queue, PHASE, KEYS).await);
     assert_eq!(
-        close_connections(None, &name),
+        {
+            let name = name.clone();
+            blocking(move || close_connections(None, &name)).await
+        },
         2,
         "publisher and consumer connections"
     );
@@ -266,106 +223,10 @@ async fn rabbitmq_connections_closed_by_the_broker_are_replaced_under_running_wo
     pg.drop_schema().await;
 }
 
-/// A RabbitMQ node of this test's own (own node name, AMQP and distribution ports, data
-/// directory), stopped and removed on drop — even when the test fails.
-struct ThrowawayRabbit {
-    node: String,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl ThrowawayRabbit {
-    async fn start() -> Self {
-        let dir = scratch_dir("omnibox_rmq");
-        let guard = Self {
-            node: format!("{}@localhost", omnibox_testing::unique_name("omnibox_rmq")),
-            port: free_port(),
-            dir,
-        };
-        let dist = free_port();
-        let d = &guard.dir;
-        std::fs::write(
-            d.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\n",
-                guard.port
-            ),
-        )
-        .unwrap();
-        std::fs::write(d.join("plugins"), "[].\n").unwrap();
-        // `rabbitmq-server` drops to the `rabbitmq` user when started as root.
-        let _ = Command::new("chown")
-            .args(["-R", "rabbitmq:rabbitmq"])
-            .arg(d)
-            .status();
-        let status = Command::new("rabbitmq-server")
-            .arg("-detached")
-            .env("RABBITMQ_NODENAME", &guard.node)
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq.conf"))
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "rabbitmq-server -detached: {status}");
-        // `await_startup` right after `-detached` can fail while the node boots: retry.
-        let node = guard.node.clone();
-        until_every(
-            "throwaway RabbitMQ node started",
-            LIMIT,
-            Duration::from_millis(500),
-            async || {
-                let node = node.clone();
-                tokio::task::spawn_blocking(move || {
-                    Command::new("rabbitmqctl")
-                        .args(["-n", &node, "-q", "await_startup", "--timeout", "10"])
-                        .stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .is_ok_and(|s| s.success())
-                })
-                .await
-                .unwrap()
-            },
-        )
-        .await;
-        guard
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    async fn ctl(&self, args: &'static [&'static str]) -> String {
-        let node = self.node.clone();
-        tokio::task::spawn_blocking(move || rabbitmqctl(Some(&node), args))
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for ThrowawayRabbit {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["-n", &self.node, "stop"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_node_restart_under_running_workers_loses_nothing() {
     common::init_tracing();
-    let node = ThrowawayRabbit::start().await;
+    let node = Arc::new(blocking(RabbitNode::start).await);
     let url = node.url();
     let pg = Pg::new(&common::database_url().await, "reconnect_restart").await;
     let queue = omnibox_testing::unique_name("reconnect_restart");
@@ -392,15 +253,17 @@ async fn rabbitmq_node_restart_under_running_workers_loses_nothing() {
 
     // Events in flight when the node goes down, events written while it is down.
     ids.extend(pg.enqueue(&queue, PHASE, KEYS).await);
-    node.ctl(&["stop_app"]).await;
+    let n = node.clone();
+    blocking(move || n.ctl(&["stop_app"])).await;
     ids.extend(pg.enqueue(&queue, PHASE, KEYS).await);
     // The listener is down: reconnect tries are refused until `start_app`.
-    let addr = format!("127.0.0.1:{}", node.port);
+    let addr = format!("127.0.0.1:{}", node.port());
     until("AMQP listener down", LIMIT, async || {
         tokio::net::TcpStream::connect(&addr).await.is_err()
     })
     .await;
-    node.ctl(&["start_app"]).await;
+    let n = node.clone();
+    blocking(move || n.ctl(&["start_app"])).await;
     let recovering = std::time::Instant::now();
     all_handled(&pg, 3 * PHASE, "every event after the restart").await;
     eprintln!(
@@ -417,76 +280,11 @@ async fn rabbitmq_node_restart_under_running_workers_loses_nothing() {
     drop(node);
 }
 
-/// A `nats-server -js` child process of this test's own (own port and store dir), killed
-/// and its store removed on drop.
-struct ThrowawayNats {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl ThrowawayNats {
-    async fn start() -> Self {
-        let mut nats = Self {
-            port: free_port(),
-            dir: scratch_dir("omnibox_nats"),
-            child: None,
-        };
-        nats.restart().await;
-        nats
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// (Re)start the server on the same port and store dir; returns once it accepts TCP.
-    async fn restart(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        until("throwaway nats-server listening", LIMIT, async || {
-            tokio::net::TcpStream::connect(&addr).await.is_ok()
-        })
-        .await;
-    }
-
-    /// SIGKILL the server and reap it.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ThrowawayNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_restart_under_running_workers_loses_nothing() {
     use omnibox_nats::async_nats::{self, jetstream};
     common::init_tracing();
-    let mut server = ThrowawayNats::start().await;
+    let mut server = blocking(NatsServer::start).await;
     let pg = Pg::new(&common::database_url().await, "reconnect_nats").await;
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
@@ -524,7 +322,7 @@ async fn nats_server_restart_under_running_workers_loses_nothing() {
         client.connection_state() != async_nats::connection::State::Connected
     })
     .await;
-    server.restart().await;
+    tokio::task::block_in_place(|| server.restart()).unwrap_or_else(|e| panic!("{e}"));
     let recovering = std::time::Instant::now();
     all_handled(&pg, 3 * PHASE, "every event after the restart").await;
     eprintln!(

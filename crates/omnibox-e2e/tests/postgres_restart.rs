@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -17,132 +15,9 @@ use omnibox_core::model::EventStatus;
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::worker::{InboxWorker, RelayWorker, Stopped};
 use omnibox_core::{Shutdown, WorkerId};
+use omnibox_e2e::servers::PgCluster;
 use omnibox_postgres::PgDatabase;
 use omnibox_rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
-
-/// A private PostgreSQL cluster; stopped and removed when dropped.
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-}
-
-fn run_as_postgres(args: &[&str]) {
-    let out = Command::new("runuser")
-        .arg("-u")
-        .arg("postgres")
-        .arg("--")
-        .args(args)
-        .output()
-        .expect("runuser");
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Cluster {
-    fn create() -> Self {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())
-            .expect("initdb under /usr/lib/postgresql/*/bin");
-        let dir = std::env::temp_dir().join(omnibox_testing::unique_name("omnibox_pg"));
-        std::fs::create_dir(&dir).unwrap();
-        let status = Command::new("chown")
-            .args(["postgres:postgres", dir.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown the cluster directory to postgres");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let c = Self { bin, dir, port };
-        run_as_postgres(&[
-            c.tool("initdb").as_str(),
-            "-D",
-            c.data().as_str(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ]);
-        c.start();
-        c
-    }
-
-    fn tool(&self, name: &str) -> String {
-        self.bin.join(name).to_str().unwrap().to_owned()
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").to_str().unwrap().to_owned()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn start(&self) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.display()
-        );
-        let log = Path::new(&self.dir).join("log");
-        run_as_postgres(&[
-            self.tool("pg_ctl").as_str(),
-            "-D",
-            self.data().as_str(),
-            "-l",
-            log.to_str().unwrap(),
-            "-o",
-            opts.as_str(),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        ]);
-    }
-
-    fn stop(&self, mode: &str) {
-        run_as_postgres(&[
-            self.tool("pg_ctl").as_str(),
-            "-D",
-            self.data().as_str(),
-            "-m",
-            mode,
-            "-w",
-            "-t",
-            "30",
-            "stop",
-        ]);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .args([
-                self.tool("pg_ctl").as_str(),
-                "-D",
-                self.data().as_str(),
-                "-m",
-                "immediate",
-                "stop",
-            ])
-            .output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_and_inbox_survive_a_postgres_restart() {
@@ -150,7 +25,10 @@ async fn relay_and_inbox_survive_a_postgres_restart() {
     const SECOND: usize = 500;
     common::init_tracing();
     let amqp = rabbit::url().await;
-    let cluster = tokio::task::spawn_blocking(Cluster::create).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(PgCluster::create)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
     let pg = Pg::with(&cluster.url(), "e2e_restart", |c| {
         c.notify_channel("e2e_wake")
     })
@@ -212,9 +90,9 @@ async fn relay_and_inbox_survive_a_postgres_restart() {
     .await;
     let c = &cluster;
     tokio::task::block_in_place(|| {
-        c.stop("fast");
+        c.stop("fast").unwrap_or_else(|e| panic!("{e}"));
         std::thread::sleep(Duration::from_secs(2));
-        c.start();
+        c.start().unwrap_or_else(|e| panic!("{e}"));
     });
     // New business transactions after the restart (the pool reconnects).
     ids.extend(pg.enqueue(&queue, SECOND, 20).await);

@@ -262,28 +262,15 @@ pub async fn run(opts: RunOptions) -> Result<Vec<String>, String> {
         name: String::new(),
     };
     let topics: Vec<String> = (0..opts.lanes).map(|l| env.topic(l)).collect();
-    let mut procs = vec![Proc {
-        name: "chaos-producer".into(),
-        role: "producer",
+    let proc = |name: String, role: &'static str| Proc {
+        name,
+        role,
         child: None,
         unexpected_exits: 0,
-    }];
-    for n in 0..opts.relays {
-        procs.push(Proc {
-            name: format!("chaos-relay-{n}"),
-            role: "relay",
-            child: None,
-            unexpected_exits: 0,
-        });
-    }
-    for n in 0..opts.inboxes {
-        procs.push(Proc {
-            name: format!("chaos-inbox-{n}"),
-            role: "inbox",
-            child: None,
-            unexpected_exits: 0,
-        });
-    }
+    };
+    let mut procs = vec![proc("chaos-producer".into(), "producer")];
+    procs.extend((0..opts.relays).map(|n| proc(format!("chaos-relay-{n}"), "relay")));
+    procs.extend((0..opts.inboxes).map(|n| proc(format!("chaos-inbox-{n}"), "inbox")));
     let mut rig = Rig {
         exe: std::env::current_exe().map_err(|e| e.to_string())?,
         env,
