@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox::pipeline::{BatchCtx, Step, StepResult};
 use omnibox::postgres::PgDatabase;
 use omnibox::rabbitmq::lapin::Connection;
@@ -104,7 +103,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         .step_before(TenantFilter(&["acme", "globex"]))
         .step_before(BatchCap(2))
         .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()?;
     println!("2. relay with steps TenantFilter([acme, globex]) → BatchCap(2) → publish");
     let db = PgDatabase::new(demo.pool.clone());

@@ -502,12 +502,12 @@ where
     let db = omnibox::postgres::PgDatabase::new(demo.pool.clone());
     let relay = OutboxRelay::builder(demo.outbox.clone(), publisher)
         .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(chrono::TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()?;
-    let mut relay_worker =
-        RelayWorker::builder(relay, db.clone(), omnibox::WorkerId::generate("relay")?)
-            .poll_interval(Duration::from_millis(200))
-            .build()?;
+    let mut relay_worker = RelayWorker::builder(relay, db.clone())
+        .worker_id(omnibox::WorkerId::generate("relay")?)
+        .poll_interval(Duration::from_millis(200))
+        .build()?;
     let runner = InboxRunner::builder(consumer, db, demo.inbox.clone(), "loyalty")
         .ack_strategy(AckStrategy::ExactlyOnceInbox)
         .handler(CreditLoyaltyPoints {

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox::inbox::InboxRunner;
 use omnibox::metrics::FacadeMetrics;
 use omnibox::otel::{OtelStep, inject_current};
@@ -148,7 +147,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str, listen: SocketAddr) ->
         .metrics(metrics.clone())
         .job_name("orders_relay")
         .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()?;
     let db = PgDatabase::new(demo.pool.clone());
     let r = relay

@@ -1,7 +1,7 @@
 //! Quickstart: PostgreSQL outbox → RabbitMQ → PostgreSQL inbox, end to end.
 //!
 //! 1. migrate the omnibox tables into a fresh schema;
-//! 2. start a `RelayWorker` woken by LISTEN/NOTIFY and an `InboxWorker` (ExactlyOnceInbox)
+//! 2. start a relay worker woken by LISTEN/NOTIFY and an `InboxWorker` (ExactlyOnceInbox)
 //!    whose handler writes a business row in the inbox transaction;
 //! 3. place an order: the order row and its event commit in ONE transaction; a second
 //!    order whose transaction rolls back leaves no event;
@@ -13,17 +13,14 @@
 //! Run: `cargo run -p omnibox-examples --example quickstart`
 //! (DATABASE_URL and AMQP_URL default to the local services).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use omnibox::inbox::{AckStrategy, InboxRunner};
-use omnibox::postgres::{PgDatabase, Wakeup};
+use omnibox::postgres::{PgDatabase, PgWakeup};
 use omnibox::rabbitmq::lapin::Connection;
 use omnibox::rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
 use omnibox::relay::OutboxRelay;
-use omnibox::worker::{InboxWorker, RelayWorker};
-use omnibox::{Publisher, Shutdown, WorkerId};
+use omnibox::{CancellationToken, Publisher};
 use omnibox_examples::{CreditLoyaltyPoints, Demo, Narrator, Result, rabbit, unique_name};
 
 /// Relay poll interval: long on purpose, so a prompt relay shows the LISTEN wake-up.
@@ -70,20 +67,20 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
 
     // 2. Workers: the relay (claim → publish with confirms → settle) and the inbox.
     let db = PgDatabase::new(demo.pool.clone());
-    let relay = OutboxRelay::builder(demo.outbox.clone(), publisher(rabbit::connect().await?))
-        .job_name("quickstart_relay")
-        .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(TimeDelta::seconds(60))
-        .build()?;
-    let wakeup = Wakeup::connect(&demo.pool, &demo.config, POLL).await?;
+    let wakeup = PgWakeup::connect(&demo.pool, &demo.config).await?;
     let listening = wakeup.is_listening();
-    let mut relay_worker = RelayWorker::builder(relay, db.clone(), WorkerId::generate("relay")?)
-        .poll_interval(POLL)
-        .wakeup(wakeup)
-        .build()?;
+    let mut relay_worker =
+        OutboxRelay::builder(demo.outbox.clone(), publisher(rabbit::connect().await?))
+            .job_name("quickstart_relay")
+            .publish_timeout(Duration::from_secs(5))
+            .lease_ttl(Duration::from_secs(60))
+            .worker(db.clone()) // worker id generated unique per process
+            .poll_interval(POLL)
+            .wakeup(wakeup)
+            .build()?;
 
     let narrator = Narrator::new();
-    let runner = InboxRunner::builder(
+    let mut inbox_worker = InboxRunner::builder(
         RabbitConsumer::new(rabbit::connect().await?, queue),
         db,
         demo.inbox.clone(),
@@ -94,19 +91,20 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         schema: demo.schema.clone(),
     })
     .job_name("loyalty_inbox")
-    .metrics(Arc::new(narrator.clone()))
+    .metrics(narrator.clone())
     .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
+    .worker()
     .build()?;
-    let mut inbox_worker = InboxWorker::builder(runner).build()?;
 
-    let shutdown = Shutdown::new();
+    // One token for the whole application (signal handlers, an HTTP server, …).
+    let token = CancellationToken::new();
     let relay_task = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { relay_worker.run(&shutdown).await })
+        let token = token.clone();
+        tokio::spawn(async move { relay_worker.run(token).await })
     };
     let inbox_task = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { inbox_worker.run(&shutdown).await })
+        let token = token.clone();
+        tokio::spawn(async move { inbox_worker.run(token).await })
     };
     println!(
         "2. relay worker started (LISTEN wake-up: {listening}, poll every {}s); inbox worker started (ack strategy {})",
@@ -171,7 +169,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
     }
 
     // 6. Graceful shutdown: stop claiming and receiving, finish what is in flight.
-    shutdown.trigger();
+    token.cancel();
     let summary = omnibox_examples::within("relay stop", relay_task).await??;
     let stopped = omnibox_examples::within("inbox stop", inbox_task).await??;
     println!(

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox::inbox::{AckStrategy, InboxRunner};
 use omnibox::postgres::PgDatabase;
 use omnibox::postgres::sqlx::PgConnection;
@@ -84,7 +83,7 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
     );
     let relay = OutboxRelay::builder(demo.outbox.clone(), publisher)
         .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()?;
     let db = PgDatabase::new(demo.pool.clone());
     let worker = WorkerId::generate("relay")?;

@@ -5,6 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+/// A [`std::time::Duration`] as a calendar [`TimeDelta`], saturating (at about 292 million
+/// years) instead of failing: builders take `Duration`, timestamps need `TimeDelta`.
+pub(crate) fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.

@@ -434,6 +434,18 @@ pub enum EnvelopeError {
 }
 
 /// A handler failed.
+///
+/// **Transient or counted — the rule.** A failure that may pass with time and no change to
+/// the message (database or broker unreachable, a timeout, a deadlock or serialization
+/// failure) is [`transient`](Self::transient): retried without spending an attempt. One
+/// that will recur on every try (refused data, a violated constraint, a payload that does
+/// not decode, a bug) is [`permanent`](Self::permanent): it spends an attempt and, once
+/// the budget is spent, ends as a dead letter. Calling every error transient makes a
+/// deterministic failure retry forever and never reach the dead letters.
+///
+/// Convert, don't stringify: `From<StoreError>` keeps the store's classification and the
+/// source error, and `omnibox_postgres::handler_error` classifies a `sqlx::Error`
+/// (`.map_err(handler_error)?`).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct HandlerError {

@@ -56,8 +56,8 @@ macro_rules! common_setters {
         }
 
         /// Lease length (default 300 s).
-        pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
-            self.lease_ttl = ttl;
+        pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.lease_ttl = crate::clock::delta(ttl);
             self
         }
 
@@ -74,8 +74,8 @@ macro_rules! common_setters {
         }
 
         /// Metrics sink (default: discard).
-        pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
-            self.metrics = metrics;
+        pub fn metrics(mut self, metrics: impl MetricsSink + 'static) -> Self {
+            self.metrics = Arc::new(metrics);
             self
         }
 
@@ -337,7 +337,7 @@ where
     }
     let mut b = ProcessorBuilder::new(store)
         .job_name(opts.job_name)
-        .lease_ttl(opts.lease_ttl)
+        .lease_ttl_delta(opts.lease_ttl)
         .filters(opts.filters)
         .commit_strategy(opts.commit)
         .metrics(opts.metrics)
@@ -408,7 +408,7 @@ where
     positive("handler_timeout", opts.handler_timeout)?;
     let mut b = ProcessorBuilder::new(store.clone())
         .job_name(opts.job_name)
-        .lease_ttl(opts.lease_ttl)
+        .lease_ttl_delta(opts.lease_ttl)
         .filters(opts.filters)
         .commit_strategy(opts.commit)
         .metrics(opts.metrics)

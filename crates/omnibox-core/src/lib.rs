@@ -45,4 +45,4 @@ pub use handler::{DynHandler, Handler, HandlerOutcome, HandlerResult, handler_fn
 pub use message::{Message, MessageHandler, typed};
 pub use model::{Event, EventStatus, InboxEvent, OutboxEvent, WorkerId};
 pub use publisher::{DynPublisher, Publisher};
-pub use shutdown::Shutdown;
+pub use shutdown::{CancellationToken, Shutdown};

@@ -75,8 +75,8 @@ impl<S: EventStore> Maintenance<S> {
     }
 
     /// Metrics sink ([`Metric::StaleReleased`], [`Metric::Cleaned`]).
-    pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
-        self.metrics = metrics;
+    pub fn metrics(mut self, metrics: impl MetricsSink + 'static) -> Self {
+        self.metrics = Arc::new(metrics);
         self
     }
 

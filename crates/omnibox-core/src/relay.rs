@@ -38,6 +38,7 @@ use crate::pipeline::{BatchResult, CommitStrategy, Processor, Step};
 use crate::publisher::Publisher;
 use crate::shutdown::Shutdown;
 use crate::store::{ClaimEvents, EventStore, Filters, RefreshLeases, SettleEvents, Transactions};
+use crate::worker::{RelayWorker, RelayWorkerBuilder};
 
 /// Default events per batch.
 pub const DEFAULT_BATCH_SIZE: u32 = 100;
@@ -162,7 +163,7 @@ where
     }
 
     /// Lease length; keep it well above `publish_timeout × batch_size / publish_concurrency`.
-    pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.opts = self.opts.lease_ttl(ttl);
         self
     }
@@ -184,7 +185,7 @@ where
     }
 
     /// Metrics sink.
-    pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
+    pub fn metrics(mut self, metrics: impl MetricsSink + 'static) -> Self {
         self.opts = self.opts.metrics(metrics);
         self
     }
@@ -229,6 +230,29 @@ where
     pub fn step_after(mut self, step: impl Step<OutboxEvent, S::Conn> + 'static) -> Self {
         self.opts = self.opts.step_after(step);
         self
+    }
+
+    /// Build the relay and go on configuring the [`RelayWorker`] that runs it over the
+    /// transactions of `db` (wake-up, poll interval, worker id): one chain from store and
+    /// publisher to a running worker. Errors of either part are reported by the worker
+    /// builder's `build`.
+    ///
+    /// ```
+    /// use omnibox_core::memory::{MemoryBroker, MemoryDb, MemoryOutboxStore};
+    /// use omnibox_core::relay::OutboxRelay;
+    ///
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let mut worker = OutboxRelay::builder(MemoryOutboxStore::default(), MemoryBroker::new())
+    ///     .batch_size(500)
+    ///     .worker(MemoryDb::new())
+    ///     .build()
+    ///     .unwrap();
+    /// let summary = worker.run_until(async {}).await; // stop at once
+    /// assert_eq!(summary.claimed, 0);
+    /// # });
+    /// ```
+    pub fn worker<T>(self, db: T) -> RelayWorkerBuilder<S, P, T> {
+        RelayWorker::builder_from(self.build().map(Arc::new), db)
     }
 
     /// Check the settings and build.
@@ -289,8 +313,8 @@ where
     }
 
     /// Lease length of claimed events.
-    pub fn lease_ttl(&self) -> TimeDelta {
-        self.lease_ttl
+    pub fn lease_ttl(&self) -> Duration {
+        self.lease_ttl.to_std().unwrap_or(Duration::MAX)
     }
 
     /// Publish one batch without holding a transaction while the broker is called: the

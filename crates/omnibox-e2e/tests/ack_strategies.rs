@@ -443,7 +443,7 @@ async fn observe<B: Bus>(
         Limits::default()
     };
     let mut builder = InboxRunner::builder(spy, db, pg.inbox.clone(), cell.group.as_str())
-        .worker(WorkerId::new("runner-1").unwrap())
+        .worker_id(WorkerId::new("runner-1").unwrap())
         .ack_strategy(strategy)
         .limits(limits)
         .process_timeout(PROCESS_TIMEOUT)

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use common::{LIMIT, Pg, RecordEffect, bounded, rabbit, until};
 use omnibox_core::backoff::{Backoff, Jitter};
 use omnibox_core::consumer::Consumer;
@@ -54,10 +53,11 @@ impl Workers {
             .batch_size(50)
             .publish_concurrency(8)
             .publish_timeout(Duration::from_secs(5))
-            .lease_ttl(TimeDelta::seconds(60))
+            .lease_ttl(Duration::from_secs(60))
             .build()
             .unwrap();
-        let mut relay = RelayWorker::builder(relay, db.clone(), WorkerId::new("relay").unwrap())
+        let mut relay = RelayWorker::builder(relay, db.clone())
+            .worker_id(WorkerId::new("relay").unwrap())
             .poll_interval(Duration::from_millis(100))
             .build()
             .unwrap();

@@ -7,7 +7,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use common::{LIMIT, NackOnce, Pg, RecordEffect, Twice, bounded, rabbit, until};
 use omnibox_core::consumer::Consumer;
 use omnibox_core::inbox::{AckStrategy, InboxRunner};
@@ -38,20 +37,20 @@ where
         .batch_size(100)
         .publish_concurrency(16)
         .publish_timeout(Duration::from_secs(5))
-        .lease_ttl(TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()
         .unwrap();
     let db = PgDatabase::new(pg.pool.clone());
     let shutdown = Shutdown::new();
     let relay_run = {
-        let builder = RelayWorker::builder(relay, db.clone(), WorkerId::new("e2e-relay").unwrap())
+        let builder = RelayWorker::builder(relay, db.clone())
+            .worker_id(WorkerId::new("e2e-relay").unwrap())
             .poll_interval(Duration::from_millis(200));
         let shutdown = shutdown.clone();
         if listen {
-            let wake =
-                omnibox_postgres::Wakeup::connect(&pg.pool, &pg.config, Duration::from_millis(200))
-                    .await
-                    .unwrap();
+            let wake = omnibox_postgres::PgWakeup::connect(&pg.pool, &pg.config)
+                .await
+                .unwrap();
             assert!(wake.is_listening());
             let mut w = builder.wakeup(wake).build().unwrap();
             tokio::spawn(async move { w.run(&shutdown).await })

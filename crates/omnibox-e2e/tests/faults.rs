@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use common::{LIMIT, Pg, RecordEffect, bounded, rabbit, until, until_every};
 use omnibox_core::backoff::{Backoff, Jitter};
 use omnibox_core::consumer::{Consumer, Delivery};
@@ -57,7 +56,7 @@ async fn inbox_workers(
             pg.inbox.clone(),
             "billing",
         )
-        .worker(WorkerId::new(format!("inbox-{i}")).unwrap())
+        .worker_id(WorkerId::new(format!("inbox-{i}")).unwrap())
         .ack_strategy(AckStrategy::ExactlyOnceInbox)
         .limits(limits.clone())
         .backoff(
@@ -272,14 +271,11 @@ async fn poison_messages_are_dead_lettered_and_the_queue_keeps_flowing() {
     .build()
     .unwrap();
     let shutdown = Shutdown::new();
-    let mut relay_worker = RelayWorker::builder(
-        relay,
-        PgDatabase::new(pg.pool.clone()),
-        WorkerId::new("relay").unwrap(),
-    )
-    .poll_interval(Duration::from_millis(100))
-    .build()
-    .unwrap();
+    let mut relay_worker = RelayWorker::builder(relay, PgDatabase::new(pg.pool.clone()))
+        .worker_id(WorkerId::new("relay").unwrap())
+        .poll_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
     let relay_run = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { relay_worker.run(&shutdown).await })
@@ -382,7 +378,7 @@ async fn redelivery_storm_produces_each_effect_once() {
             pg.inbox.clone(),
             "billing",
         )
-        .worker(WorkerId::new(format!("storm-{i}")).unwrap())
+        .worker_id(WorkerId::new(format!("storm-{i}")).unwrap())
         .ack_strategy(AckStrategy::ExactlyOnceInbox)
         .redelivery_delay(Duration::from_millis(20))
         .idle_backoff(Duration::from_millis(5), Duration::from_millis(50))
@@ -448,19 +444,16 @@ async fn broker_outage_spends_no_attempts_and_publishes_once_back() {
     .batch_size(50)
     .publish_concurrency(10)
     .publish_timeout(Duration::from_secs(3))
-    .lease_ttl(TimeDelta::seconds(30))
+    .lease_ttl(Duration::from_secs(30))
     .build()
     .unwrap();
     let shutdown = Shutdown::new();
-    let mut worker = RelayWorker::builder(
-        relay,
-        PgDatabase::new(pg.pool.clone()),
-        WorkerId::new("relay").unwrap(),
-    )
-    .poll_interval(Duration::from_millis(100))
-    .error_backoff(Duration::from_millis(100), Duration::from_millis(500))
-    .build()
-    .unwrap();
+    let mut worker = RelayWorker::builder(relay, PgDatabase::new(pg.pool.clone()))
+        .worker_id(WorkerId::new("relay").unwrap())
+        .poll_interval(Duration::from_millis(100))
+        .error_backoff(Duration::from_millis(100), Duration::from_millis(500))
+        .build()
+        .unwrap();
     let run = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move { worker.run(&shutdown).await })

@@ -8,7 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use common::{LIMIT, Pg, RecordEffect, bounded, rabbit, until};
 use omnibox_core::inbox::InboxRunner;
 use omnibox_core::model::EventStatus;
@@ -48,13 +47,14 @@ async fn relay_and_inbox_survive_a_postgres_restart() {
     .batch_size(50)
     .publish_concurrency(25)
     .publish_timeout(Duration::from_secs(2))
-    .lease_ttl(TimeDelta::seconds(8))
+    .lease_ttl(Duration::from_secs(8))
     .build()
     .unwrap();
-    let wake = omnibox_postgres::Wakeup::connect(&pg.pool, &pg.config, Duration::from_millis(200))
+    let wake = omnibox_postgres::PgWakeup::connect(&pg.pool, &pg.config)
         .await
         .unwrap();
-    let mut relay_worker = RelayWorker::builder(relay, db.clone(), WorkerId::new("relay").unwrap())
+    let mut relay_worker = RelayWorker::builder(relay, db.clone())
+        .worker_id(WorkerId::new("relay").unwrap())
         .wakeup(wake)
         .poll_interval(Duration::from_millis(200))
         .error_backoff(Duration::from_millis(100), Duration::from_secs(1))

@@ -14,7 +14,25 @@
 //! never contain the connection string: sqlx's configuration errors are reduced to their
 //! kind.
 
-use omnibox_core::error::StoreError;
+use omnibox_core::error::{HandlerError, StoreError};
+
+/// A SQL error of a handler as the [`HandlerError`] it should be: an outage, a timeout or
+/// a deadlock is transient (retried, no attempt spent); refused data or a constraint is
+/// counted (it spends an attempt and ends as a dead letter). The source error is kept.
+/// The easy way to do it right in a handler: `query.execute(&mut *conn).await.map_err(handler_error)?`.
+///
+/// ```
+/// use omnibox_core::FailureKind;
+/// use omnibox_postgres::handler_error;
+///
+/// let lost = handler_error(sqlx::Error::PoolTimedOut);
+/// assert_eq!(lost.kind, FailureKind::Transient);
+/// let refused = handler_error(sqlx::Error::RowNotFound);
+/// assert_eq!(refused.kind, FailureKind::Permanent);
+/// ```
+pub fn handler_error(err: sqlx::Error) -> HandlerError {
+    HandlerError::from(classify("handler", err))
+}
 
 /// Classify a sqlx error raised by `operation`.
 pub fn classify(operation: &'static str, err: sqlx::Error) -> StoreError {

@@ -88,7 +88,7 @@
 //!
 //! `PgStoreConfig::new().pgbouncer(true)` makes every statement unnamed
 //! (`persistent(false)`), so no prepared statement is left on a server connection, and
-//! makes [`Wakeup`] poll-only (LISTEN needs a session). Use a pool whose connections go
+//! makes [`PgWakeup`] poll-only (LISTEN needs a session). Use a pool whose connections go
 //! through PgBouncer as usual; nothing else changes.
 //!
 //! # Completion modes and table settings
@@ -115,7 +115,7 @@
 //!
 //! With [`PgStoreConfig::notify_channel`] set, enqueue calls `pg_notify` in the caller's
 //! transaction (so only committed events wake anyone; PostgreSQL folds repeats within one
-//! transaction, and NOTIFY's commit-time lock is taken once per transaction). [`Wakeup`]
+//! transaction, and NOTIFY's commit-time lock is taken once per transaction). [`PgWakeup`]
 //! waits on LISTEN with a polling fallback. NOTIFY serialises committing transactions on a
 //! database-wide lock, which is why it is off by default; the `claim` benchmark reports
 //! enqueue throughput with and without it.
@@ -124,7 +124,6 @@
 
 pub mod admin;
 mod config;
-mod core_wakeup;
 mod database;
 mod ddl;
 mod dead_letter_columns;
@@ -146,7 +145,7 @@ pub use config::{CompletionMode, PgStoreConfig, TableNames, Tables};
 pub use database::PgDatabase;
 pub use ddl::Migration;
 pub use dead_letters::{DeadLetterGroup, DeadLetterSelector, ReplayReport};
-pub use error::classify;
+pub use error::{classify, handler_error};
 pub use ident::Ident;
 pub use migrate::{migrate, migration_sql};
 pub use omnibox_core::error::StoreError;
@@ -156,4 +155,4 @@ pub use row::PgEvent;
 pub use sqlx;
 pub use store::{PgEventStore, PgInboxStore, PgOutboxStore};
 pub use timeouts::PgTimeouts;
-pub use wakeup::{Wakeup, Woken};
+pub use wakeup::PgWakeup;

@@ -538,6 +538,39 @@ impl<E: PgEvent> PgEventStore<E> {
     }
 }
 
+impl PgEventStore<OutboxEvent> {
+    /// Enqueue a typed [`Message`](omnibox_core::Message) in the caller's transaction: its
+    /// event (type, aggregate, topic, partition key and payload from the message) is built
+    /// and inserted in one call. For headers, a schedule or an idempotency key, build it
+    /// with [`OutboxEvent::message`] and [`enqueue`](Self::enqueue) it.
+    ///
+    /// ```no_run
+    /// # #[derive(serde::Serialize, serde::Deserialize)] struct OrderPlaced { order: uuid::Uuid }
+    /// # impl omnibox_core::Message for OrderPlaced {
+    /// #     const EVENT_TYPE: &'static str = "order.placed";
+    /// #     const AGGREGATE_TYPE: &'static str = "order";
+    /// #     const TOPIC: &'static str = "orders";
+    /// #     fn aggregate_id(&self) -> uuid::Uuid { self.order }
+    /// # }
+    /// # async fn place(pool: sqlx::PgPool, outbox: omnibox_postgres::PgOutboxStore)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut tx = pool.begin().await?;
+    /// let order = uuid::Uuid::now_v7();
+    /// sqlx::query("INSERT INTO orders (id) VALUES ($1)").bind(order).execute(&mut *tx).await?;
+    /// outbox.enqueue_message(&mut tx, &OrderPlaced { order }).await?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn enqueue_message<M: omnibox_core::Message>(
+        &self,
+        conn: &mut PgConnection,
+        message: &M,
+    ) -> Result<Inserted<OutboxEvent>, omnibox_core::Error> {
+        let event = OutboxEvent::message(message).build()?;
+        Ok(self.enqueue(conn, &event).await?)
+    }
+}
+
 impl<E: PgEvent> EventStore for PgEventStore<E> {
     type Event = E;
     type Conn = PgConnection;

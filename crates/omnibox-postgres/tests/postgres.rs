@@ -12,6 +12,7 @@ use common::{TestDb, inbox, outbox, outbox_at};
 use omnibox_core::domain::lease_expired_error;
 use omnibox_core::model::{Event, WorkerId};
 use omnibox_core::store::*;
+use omnibox_core::wake::{Wakeup, Woken};
 use omnibox_postgres::*;
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
@@ -837,14 +838,12 @@ async fn notify_wakes_listeners_only_on_commit() {
     let cfg = db.config().notify_channel(channel.clone());
     migrate(&db.pool, &cfg).await.unwrap();
     let store = PgOutboxStore::new(&cfg).unwrap();
-    let mut wake = Wakeup::connect(&db.pool, &cfg, Duration::from_millis(300))
-        .await
-        .unwrap();
+    let mut wake = PgWakeup::connect(&db.pool, &cfg).await.unwrap();
     assert!(wake.is_listening());
     let mut tx = db.pool.begin().await.unwrap();
     store.enqueue(&mut tx, &outbox("t", "k")).await.unwrap();
     tx.rollback().await.unwrap();
-    assert_eq!(wake.wait().await, Woken::Poll);
+    assert_eq!(wake.wait(Duration::from_millis(300)).await, Woken::Timeout);
     let mut tx = db.pool.begin().await.unwrap();
     store
         .insert_many(&mut tx, &[outbox("t", "a"), outbox("t", "b")])
@@ -852,18 +851,14 @@ async fn notify_wakes_listeners_only_on_commit() {
         .unwrap();
     store.enqueue(&mut tx, &outbox("t", "c")).await.unwrap();
     tx.commit().await.unwrap();
-    let mut wake2 = Wakeup::connect(
-        &db.pool,
-        &cfg.clone().pgbouncer(true),
-        Duration::from_millis(10),
-    )
-    .await
-    .unwrap();
+    let mut wake2 = PgWakeup::connect(&db.pool, &cfg.clone().pgbouncer(true))
+        .await
+        .unwrap();
     assert!(!wake2.is_listening(), "PgBouncer mode is poll-only");
-    assert_eq!(wake2.wait().await, Woken::Poll);
+    assert_eq!(wake2.wait(Duration::from_millis(10)).await, Woken::Timeout);
     let woke = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            if wake.wait().await == Woken::Notified {
+            if wake.wait(Duration::from_millis(300)).await == Woken::Notified {
                 break;
             }
         }

@@ -6,9 +6,10 @@ use chrono::TimeDelta;
 
 use crate::SettingsError;
 
-/// A lease or age as the `TimeDelta` the stores take; `key` names it in the error.
-pub(crate) fn time_delta(key: &str, d: Duration) -> Result<TimeDelta, SettingsError> {
+/// A lease or age the stores can turn into a timestamp offset; `key` names it in the error.
+pub(crate) fn timestamp_offset(key: &str, d: Duration) -> Result<Duration, SettingsError> {
     TimeDelta::from_std(d)
+        .map(|_| d)
         .map_err(|_| SettingsError::invalid(key, "settings", "duration is too long"))
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SettingsError;
 use crate::backoff::BackoffSettings;
-use crate::convert::{default_lease, time_delta};
+use crate::convert::{default_lease, timestamp_offset};
 
 /// When the broker's copy of a message is acknowledged: `exactly_once_inbox` (default),
 /// `at_least_once_on_persist`, `at_least_once_on_success` or `at_most_once` (see
@@ -100,7 +100,7 @@ impl InboxSettings {
             .job_name(self.job_name.clone())
             .ack_strategy(self.ack_strategy.into())
             .process_timeout(self.process_timeout)
-            .lease_ttl(time_delta("inbox.lease_ttl", self.lease_ttl)?)
+            .lease_ttl(timestamp_offset("inbox.lease_ttl", self.lease_ttl)?)
             .redelivery_delay(self.redelivery_delay)
             .idle_backoff(self.idle_backoff_min, self.idle_backoff_max)
             .backoff(self.backoff.to_backoff("inbox.backoff")?))

@@ -10,7 +10,7 @@ use omnibox_core::worker::maintenance::{
 use serde::{Deserialize, Serialize};
 
 use crate::SettingsError;
-use crate::convert::time_delta;
+use crate::convert::timestamp_offset;
 
 /// `[maintenance]`. Defaults are those of
 /// [`MaintenanceWorker::builder`](omnibox_core::worker::MaintenanceWorker::builder).
@@ -61,11 +61,14 @@ impl MaintenanceSettings {
     ) -> Result<MaintenanceWorkerBuilder<S, T>, SettingsError> {
         let mut b = builder
             .interval(self.interval)
-            .stale_after(time_delta("maintenance.stale_after", self.stale_after)?)
+            .stale_after(timestamp_offset(
+                "maintenance.stale_after",
+                self.stale_after,
+            )?)
             .stale_batch(self.stale_batch)
             .cleanup_batches(self.cleanup_batch, self.cleanup_iterations);
         if let Some(r) = self.retention {
-            b = b.retention(time_delta("maintenance.retention", r)?);
+            b = b.retention(timestamp_offset("maintenance.retention", r)?);
         }
         Ok(b)
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SettingsError;
 use crate::backoff::BackoffSettings;
-use crate::convert::{default_lease, invalid, time_delta};
+use crate::convert::{default_lease, invalid, timestamp_offset};
 
 /// `[relay]`: batch, publishing, leases, retries, claim filters, and the worker loop.
 /// Defaults are those of [`OutboxRelay::builder`](omnibox_core::relay::OutboxRelay::builder)
@@ -139,7 +139,7 @@ impl RelaySettings {
             .batch_size(self.batch_size)
             .publish_timeout(self.publish_timeout)
             .publish_concurrency(self.publish_concurrency)
-            .lease_ttl(time_delta("relay.lease_ttl", self.lease_ttl)?)
+            .lease_ttl(timestamp_offset("relay.lease_ttl", self.lease_ttl)?)
             .backoff(self.backoff.to_backoff("relay.backoff")?)
             .filters(self.filters());
         if let Some(n) = self.concurrency_limit {

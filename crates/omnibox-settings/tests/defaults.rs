@@ -46,12 +46,13 @@ fn relay_and_relay_worker_defaults_are_the_builders() {
             .build()
             .unwrap()
     };
-    let bare = RelayWorker::builder(relay(), MemoryDb::new(), id.clone())
+    let bare = RelayWorker::builder(relay(), MemoryDb::new())
+        .worker_id(id.clone())
         .build()
         .unwrap();
     let applied = s
         .relay
-        .apply_worker(RelayWorker::builder(relay(), MemoryDb::new(), id))
+        .apply_worker(RelayWorker::builder(relay(), MemoryDb::new()).worker_id(id))
         .build()
         .unwrap();
     assert_eq!(format!("{bare:?}"), format!("{applied:?}"));
@@ -88,7 +89,7 @@ fn inbox_defaults_are_the_runner_builders() {
             MemoryInboxStore::new(),
             "g",
         )
-        .worker(WorkerId::new("w-1").unwrap());
+        .worker_id(WorkerId::new("w-1").unwrap());
         let b = if apply { s.inbox.apply(b).unwrap() } else { b };
         format!("{:?}", b.build().unwrap())
     };

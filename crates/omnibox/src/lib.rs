@@ -43,7 +43,7 @@
 //! // A relay worker publishes committed events (a reconnecting RabbitMQ connection).
 //! let rabbit = RabbitConnector::from_uri("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default());
 //! let relay = OutboxRelay::builder(outbox, RabbitPublisher::new(rabbit)).build()?;
-//! let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool), WorkerId::generate("relay")?)
+//! let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool)).worker_id(WorkerId::generate("relay")?)
 //!     .build()?;
 //! let shutdown = Shutdown::new();
 //! let summary = worker.run(&shutdown).await; // until `shutdown.trigger()`
@@ -94,9 +94,9 @@ pub mod prelude {
     pub use omnibox_core::relay::OutboxRelay;
     pub use omnibox_core::worker::{InboxWorker, MaintenanceWorker, RelayWorker};
     pub use omnibox_core::{
-        Error, Event, EventStatus, FailureKind, Handler, HandlerError, HandlerOutcome,
-        HandlerResult, InboxEvent, Message, MessageHandler, OutboxEvent, Publisher, Shutdown,
-        StoreError, WorkerId, handler_fn, typed,
+        CancellationToken, Error, Event, EventStatus, FailureKind, Handler, HandlerError,
+        HandlerOutcome, HandlerResult, InboxEvent, Message, MessageHandler, OutboxEvent, Publisher,
+        Shutdown, StoreError, WorkerId, handler_fn, typed,
     };
 }
 
@@ -143,8 +143,8 @@ pub use omnibox_settings as settings;
 // Root re-exports kept for existing code (`omnibox::OutboxEvent`, …); new code uses the
 // prelude or the modules.
 pub use omnibox_core::{
-    BoxError, ConsumeError, DomainError, DynHandler, DynPublisher, EnvelopeError, Error, Event,
-    EventStatus, FailureKind, Handler, HandlerError, HandlerOutcome, HandlerResult, InboxEvent,
-    Message, MessageHandler, OutboxEvent, PublishError, Publisher, Shutdown, StoreError,
-    ValidationError, WorkerId, handler_fn, typed,
+    BoxError, CancellationToken, ConsumeError, DomainError, DynHandler, DynPublisher,
+    EnvelopeError, Error, Event, EventStatus, FailureKind, Handler, HandlerError, HandlerOutcome,
+    HandlerResult, InboxEvent, Message, MessageHandler, OutboxEvent, PublishError, Publisher,
+    Shutdown, StoreError, ValidationError, WorkerId, handler_fn, typed,
 };

@@ -12,7 +12,7 @@ use omnibox_kafka::KafkaPublisher;
 use omnibox_nats::NatsPublisher;
 use omnibox_nats::async_nats;
 use omnibox_postgres::sqlx::PgPool;
-use omnibox_postgres::{PgDatabase, PgOutboxStore, Wakeup};
+use omnibox_postgres::{PgDatabase, PgOutboxStore, PgWakeup};
 use omnibox_rabbitmq::{RabbitConnector, RabbitPublisher, lapin};
 use omnibox_settings::{BrokerKind, Settings};
 use tokio::signal::unix::{SignalKind, signal};
@@ -115,11 +115,13 @@ async fn serve<P: Publisher + 'static>(
     for _ in 0..s.relay.workers {
         let id = WorkerId::generate(&s.relay.worker_prefix)
             .map_err(|e| CliError::usage(format!("relay.worker_prefix: {e}")))?;
-        let wakeup = Wakeup::connect(&pool, &config, s.relay.poll_interval).await?;
+        let wakeup = PgWakeup::connect(&pool, &config).await?;
         let worker = s
             .relay
             .apply_worker(
-                RelayWorker::builder(relay.clone(), db.clone(), id.clone()).wakeup(wakeup),
+                RelayWorker::builder(relay.clone(), db.clone())
+                    .worker_id(id.clone())
+                    .wakeup(wakeup),
             )
             .build()
             .map_err(|e| CliError::usage(format!("[relay]: {e}")))?;

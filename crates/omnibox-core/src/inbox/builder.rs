@@ -148,8 +148,9 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         }
     }
 
-    /// The worker id that leases rows.
-    pub fn worker(mut self, worker: WorkerId) -> Self {
+    /// The worker id that leases rows (default: `inbox:<pid>:<random>`, unique per process
+    /// and per runner).
+    pub fn worker_id(mut self, worker: WorkerId) -> Self {
         self.worker = Some(worker);
         self
     }
@@ -184,14 +185,14 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
 
     /// Lease taken on a row while its handler runs; another worker's lease older than this
     /// is taken over (spending one attempt).
-    pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
-        self.cfg.lease_ttl = ttl;
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.cfg.lease_ttl = crate::clock::delta(ttl);
         self
     }
 
     /// Metrics sink.
-    pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
-        self.cfg.metrics = metrics;
+    pub fn metrics(mut self, metrics: impl MetricsSink + 'static) -> Self {
+        self.cfg.metrics = Arc::new(metrics);
         self
     }
 
@@ -226,6 +227,15 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         self.cfg.idle_min = min;
         self.cfg.idle_max = max;
         self
+    }
+
+    /// Build the runner and go on configuring the [`InboxWorker`] that keeps it running
+    /// (restart backoff): one chain from consumer to a running worker. Errors of either
+    /// part are reported by the worker builder's `build`.
+    ///
+    /// [`InboxWorker`]: crate::worker::InboxWorker
+    pub fn worker(self) -> crate::worker::InboxWorkerBuilder<C, T, S, H> {
+        crate::worker::InboxWorker::builder_from(self.build())
     }
 
     /// Check the configuration and build.

@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -61,7 +62,7 @@ impl Env {
     /// Claim everything due and "crash": the leases are committed, no result ever is.
     async fn claim_and_crash(&self, worker: &str) -> usize {
         let p = ProcessorBuilder::new(self.store.clone())
-            .lease_ttl(TimeDelta::seconds(30))
+            .lease_ttl(Duration::from_secs(30))
             .build()
             .unwrap();
         let mut tx = self.db.begin().await.unwrap();

@@ -81,14 +81,14 @@ impl Limits {
     }
 
     /// Set the schedule skew.
-    pub fn schedule_skew(mut self, d: TimeDelta) -> Self {
-        self.schedule_skew = d;
+    pub fn schedule_skew(mut self, d: std::time::Duration) -> Self {
+        self.schedule_skew = crate::clock::delta(d);
         self
     }
 
     /// Set how far in the future an event may be scheduled.
-    pub fn schedule_max_future(mut self, d: TimeDelta) -> Self {
-        self.schedule_max_future = d;
+    pub fn schedule_max_future(mut self, d: std::time::Duration) -> Self {
+        self.schedule_max_future = crate::clock::delta(d);
         self
     }
 

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use serde_json::{Value, json};
+use std::time::Duration;
 use uuid::Uuid;
 
 use super::*;
@@ -357,8 +358,8 @@ fn schedule_window_boundaries() {
         })
     );
     let tight = Limits::default()
-        .schedule_skew(TimeDelta::zero())
-        .schedule_max_future(TimeDelta::seconds(10));
+        .schedule_skew(Duration::ZERO)
+        .schedule_max_future(Duration::from_secs(10));
     assert!(ob().scheduled_at(t0()).build_with(&tight).is_ok());
     assert!(
         ob().scheduled_at(t0() - TimeDelta::milliseconds(1))

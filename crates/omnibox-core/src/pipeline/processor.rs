@@ -158,7 +158,13 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
     }
 
     /// Lease length (must be positive).
-    pub fn lease_ttl(mut self, ttl: TimeDelta) -> Self {
+    pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.inner.lease_ttl = crate::clock::delta(ttl);
+        self
+    }
+
+    /// Lease length, as the factories hold it.
+    pub(crate) fn lease_ttl_delta(mut self, ttl: TimeDelta) -> Self {
         self.inner.lease_ttl = ttl;
         self
     }
@@ -185,8 +191,8 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
     }
 
     /// Metrics sink.
-    pub fn metrics(mut self, metrics: Arc<dyn MetricsSink>) -> Self {
-        self.inner.metrics = metrics;
+    pub fn metrics(mut self, metrics: impl MetricsSink + 'static) -> Self {
+        self.inner.metrics = Arc::new(metrics);
         self
     }
 

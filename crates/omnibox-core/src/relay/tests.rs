@@ -459,20 +459,20 @@ fn settings_are_validated() {
         Error::Validation(_)
     ));
     assert!(matches!(
-        err(env.relay().lease_ttl(TimeDelta::zero())),
+        err(env.relay().lease_ttl(Duration::ZERO)),
         Error::Config(_)
     ));
     assert!(matches!(err(env.relay().job_name(" ")), Error::Config(_)));
     assert!(matches!(
         err(env
             .relay()
-            .lease_ttl(TimeDelta::seconds(1))
+            .lease_ttl(Duration::from_secs(1))
             .lease_margin(Duration::from_secs(1))),
         Error::Config(_)
     ));
     assert!(
         env.relay()
-            .lease_ttl(TimeDelta::seconds(1))
+            .lease_ttl(Duration::from_secs(1))
             .lease_margin(Duration::from_millis(999))
             .build()
             .is_ok()
@@ -551,7 +551,7 @@ async fn a_lease_refresh_in_flight_when_the_steps_end_is_finished_before_settlin
     };
     let relay = OutboxRelay::builder(env.store.clone(), publisher)
         .clock(Arc::new(env.clock.clone()))
-        .lease_ttl(TimeDelta::milliseconds(300))
+        .lease_ttl(Duration::from_millis(300))
         .build()
         .unwrap();
     let r = relay
@@ -615,7 +615,7 @@ async fn a_refresh_that_finds_a_lease_lost_cancels_its_unsent_publish() {
     let relay = env
         .relay()
         // 3 s lease: refreshed every 1 s, provable for 2.4 s after each refresh.
-        .lease_ttl(TimeDelta::seconds(3))
+        .lease_ttl(Duration::from_secs(3))
         .step_before(TakeLeasesBeforeB {
             db: env.db.clone(),
             store: env.store.clone(),
@@ -688,7 +688,7 @@ async fn concurrent_publishing_sends_nothing_whose_lease_a_refresh_found_lost() 
     let events = env.insert(&["a", "b", "c"], 6).await;
     let relay = env
         .relay()
-        .lease_ttl(TimeDelta::seconds(3))
+        .lease_ttl(Duration::from_secs(3))
         .publish_concurrency(3)
         .step_before(TakeLeasesAtBatchStart {
             db: env.db.clone(),

@@ -65,15 +65,26 @@ pub struct InboxWorker<C, T, S, H> {
 #[derive(Debug)]
 #[must_use]
 pub struct InboxWorkerBuilder<C, T, S, H> {
-    runner: InboxRunner<C, T, S, H>,
+    /// The runner, or why building it failed (reported by `build`).
+    runner: Result<InboxRunner<C, T, S, H>, Error>,
     min: Duration,
     max: Duration,
     jitter: Jitter,
 }
 
 impl<C, T, S, H> InboxWorker<C, T, S, H> {
-    /// A worker around `runner`.
+    /// A worker around `runner`. [`InboxRunnerBuilder::worker`] builds the runner and its
+    /// worker in one chain.
+    ///
+    /// [`InboxRunnerBuilder::worker`]: crate::inbox::InboxRunnerBuilder::worker
     pub fn builder(runner: InboxRunner<C, T, S, H>) -> InboxWorkerBuilder<C, T, S, H> {
+        Self::builder_from(Ok(runner))
+    }
+
+    /// The builder over a runner that may have failed to build (reported by `build`).
+    pub(crate) fn builder_from(
+        runner: Result<InboxRunner<C, T, S, H>, Error>,
+    ) -> InboxWorkerBuilder<C, T, S, H> {
         InboxWorkerBuilder {
             runner,
             min: DEFAULT_RESTART_BACKOFF_MIN,
@@ -117,7 +128,7 @@ impl<C, T, S, H> InboxWorkerBuilder<C, T, S, H> {
             .into());
         }
         Ok(InboxWorker {
-            runner: self.runner,
+            runner: self.runner?,
             backoff: Backoff::new(self.min, self.max, self.jitter)?,
         })
     }
@@ -135,8 +146,11 @@ where
         + DeadLetterStore,
     H: Handler<InboxEvent, T::Conn>,
 {
-    /// Consume until `shutdown` is requested (see the type docs for stop and abort).
-    pub async fn run(&mut self, shutdown: &Shutdown) -> Stopped {
+    /// Consume until `shutdown` is requested (see the type docs for stop and abort). Takes
+    /// a [`Shutdown`] (or `&Shutdown`), or the application's
+    /// [`CancellationToken`](crate::CancellationToken).
+    pub async fn run(&mut self, shutdown: impl Into<Shutdown>) -> Stopped {
+        let shutdown = &shutdown.into();
         let mut failures: u32 = 0;
         let job = format!("inbox:{}", self.runner.consumer_group());
         loop {
@@ -166,5 +180,17 @@ where
                 }
             }
         }
+    }
+
+    /// [`run`](Self::run), owning the worker: a `'static` future to `tokio::spawn`
+    /// (`tokio::spawn(worker.serve(token.clone()))`).
+    pub async fn serve(mut self, shutdown: impl Into<Shutdown>) -> Stopped {
+        self.run(shutdown).await
+    }
+
+    /// [`run`](Self::run) until `signal` completes (any future), then drain gracefully.
+    pub async fn run_until(&mut self, signal: impl Future) -> Stopped {
+        let shutdown = Shutdown::new();
+        super::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }

@@ -56,8 +56,8 @@ pub struct MaintenanceSummary {
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// let worker = MaintenanceWorker::builder(Maintenance::new(MemoryOutboxStore::default()), MemoryDb::new())
 ///     .interval(Duration::from_secs(30))
-///     .stale_after(TimeDelta::minutes(10))
-///     .retention(TimeDelta::days(7))
+///     .stale_after(Duration::from_secs(10 * 60))
+///     .retention(Duration::from_secs(7 * 86400))
 ///     .build()
 ///     .unwrap();
 /// let shutdown = Shutdown::new();
@@ -113,8 +113,8 @@ impl<S, T> MaintenanceWorkerBuilder<S, T> {
     }
 
     /// Age after which a lease is stale.
-    pub fn stale_after(mut self, ttl: TimeDelta) -> Self {
-        self.inner.stale_after = ttl;
+    pub fn stale_after(mut self, ttl: std::time::Duration) -> Self {
+        self.inner.stale_after = crate::clock::delta(ttl);
         self
     }
 
@@ -125,8 +125,8 @@ impl<S, T> MaintenanceWorkerBuilder<S, T> {
     }
 
     /// Delete completed events older than `retention` every round.
-    pub fn retention(mut self, retention: TimeDelta) -> Self {
-        self.inner.retention = Some(retention);
+    pub fn retention(mut self, retention: std::time::Duration) -> Self {
+        self.inner.retention = Some(crate::clock::delta(retention));
         self
     }
 
@@ -207,7 +207,8 @@ where
     /// Run rounds until `shutdown`: the first at once, then every interval. A graceful
     /// stop lets the round in progress finish (each of its transactions is short); an
     /// abort drops it (its open transaction rolls back).
-    pub async fn run(&self, shutdown: &Shutdown) -> MaintenanceSummary {
+    pub async fn run(&self, shutdown: impl Into<Shutdown>) -> MaintenanceSummary {
+        let shutdown = &shutdown.into();
         let mut summary = MaintenanceSummary::default();
         while !shutdown.is_requested() {
             let aborted = tokio::select! {
@@ -226,5 +227,16 @@ where
             }
         }
         summary
+    }
+
+    /// [`run`](Self::run), owning the worker: a `'static` future to `tokio::spawn`.
+    pub async fn serve(self, shutdown: impl Into<Shutdown>) -> MaintenanceSummary {
+        self.run(shutdown).await
+    }
+
+    /// [`run`](Self::run) until `signal` completes (any future), then stop gracefully.
+    pub async fn run_until(&self, signal: impl Future) -> MaintenanceSummary {
+        let shutdown = Shutdown::new();
+        super::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }

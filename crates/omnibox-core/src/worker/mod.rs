@@ -54,6 +54,8 @@
 //! # });
 //! ```
 
+use crate::shutdown::Shutdown;
+
 pub mod inbox;
 pub mod maintenance;
 pub mod relay;
@@ -66,6 +68,16 @@ pub use relay::{
     DEFAULT_ERROR_BACKOFF_MAX, DEFAULT_ERROR_BACKOFF_MIN, DEFAULT_POLL_INTERVAL, RelaySummary,
     RelayWorker, RelayWorkerBuilder,
 };
+
+/// Drive `run` (which watches `shutdown`) and trigger `shutdown` once `signal` completes.
+async fn until<T>(shutdown: &Shutdown, signal: impl Future, run: impl Future<Output = T>) -> T {
+    let mut run = std::pin::pin!(run);
+    tokio::select! {
+        out = &mut run => return out,
+        _ = signal => shutdown.trigger(),
+    }
+    run.await
+}
 
 /// How a worker's `run` ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

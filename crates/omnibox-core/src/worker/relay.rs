@@ -103,7 +103,7 @@ impl RelaySummary {
 ///     .publish_timeout(Duration::from_secs(1))
 ///     .build()
 ///     .unwrap();
-/// let mut worker = RelayWorker::builder(relay, MemoryDb::new(), WorkerId::new("relay-1").unwrap())
+/// let mut worker = RelayWorker::builder(relay, MemoryDb::new()).worker_id(WorkerId::new("relay-1").unwrap())
 ///     .build()
 ///     .unwrap();
 /// let shutdown = Shutdown::new();
@@ -135,9 +135,10 @@ impl<S: EventStore, P, T, W> std::fmt::Debug for RelayWorker<S, P, T, W> {
 /// Builds a [`RelayWorker`]; start with [`RelayWorker::builder`].
 #[must_use]
 pub struct RelayWorkerBuilder<S: EventStore, P, T, W = Poll> {
-    relay: Arc<OutboxRelay<S, P>>,
+    /// The relay, or why building it failed (reported by `build`).
+    relay: Result<Arc<OutboxRelay<S, P>>, Error>,
     db: T,
-    worker: WorkerId,
+    worker: Option<WorkerId>,
     wakeup: W,
     poll_interval: Duration,
     backoff_min: Duration,
@@ -158,16 +159,27 @@ impl<S: EventStore, P, T, W> std::fmt::Debug for RelayWorkerBuilder<S, P, T, W> 
 
 impl<S: EventStore, P, T> RelayWorker<S, P, T, Poll> {
     /// A worker running `relay` (owned, or an `Arc` shared with other workers) over the
-    /// transactions of `db` as `worker`: polling every second, backing off 0.5 s → 30 s.
+    /// transactions of `db`: a worker id generated unique to this process, polling every
+    /// second, backing off 0.5 s → 30 s. [`OutboxRelayBuilder::worker`] builds the relay
+    /// and its worker in one chain.
+    ///
+    /// [`OutboxRelayBuilder::worker`]: crate::relay::OutboxRelayBuilder::worker
     pub fn builder(
         relay: impl Into<Arc<OutboxRelay<S, P>>>,
         db: T,
-        worker: WorkerId,
+    ) -> RelayWorkerBuilder<S, P, T, Poll> {
+        Self::builder_from(Ok(relay.into()), db)
+    }
+
+    /// The builder over a relay that may have failed to build (reported by `build`).
+    pub(crate) fn builder_from(
+        relay: Result<Arc<OutboxRelay<S, P>>, Error>,
+        db: T,
     ) -> RelayWorkerBuilder<S, P, T, Poll> {
         RelayWorkerBuilder {
-            relay: relay.into(),
+            relay,
             db,
-            worker,
+            worker: None,
             wakeup: Poll,
             poll_interval: DEFAULT_POLL_INTERVAL,
             backoff_min: DEFAULT_ERROR_BACKOFF_MIN,
@@ -191,6 +203,13 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
             backoff_max: self.backoff_max,
             jitter: self.jitter,
         }
+    }
+
+    /// The id this worker leases events under (default: `relay:<pid>:<random>`, unique per
+    /// process and per worker). Give each worker its own.
+    pub fn worker_id(mut self, worker: WorkerId) -> Self {
+        self.worker = Some(worker);
+        self
     }
 
     /// Longest wait after an empty claim (default 1 s).
@@ -234,10 +253,14 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
             .into());
         }
         let backoff = Backoff::new(self.backoff_min, self.backoff_max, self.jitter)?;
+        let worker = match self.worker {
+            Some(w) => w,
+            None => WorkerId::generate("relay")?,
+        };
         Ok(RelayWorker {
-            relay: self.relay,
+            relay: self.relay?,
             db: self.db,
-            worker: self.worker,
+            worker,
             wakeup: self.wakeup,
             poll_interval: self.poll_interval,
             backoff,
@@ -294,8 +317,10 @@ where
     }
 
     /// Loop until `shutdown` is requested; returns what was done. Never returns early on
-    /// an error: errors are logged and backed off.
-    pub async fn run(&mut self, shutdown: &Shutdown) -> RelaySummary {
+    /// an error: errors are logged and backed off. Takes a [`Shutdown`] (or `&Shutdown`),
+    /// or the application's [`CancellationToken`](crate::CancellationToken).
+    pub async fn run(&mut self, shutdown: impl Into<Shutdown>) -> RelaySummary {
+        let shutdown = &shutdown.into();
         let mut summary = RelaySummary::default();
         let mut failures: u32 = 0;
         let job = self.relay.processor().job().to_owned();
@@ -350,6 +375,19 @@ where
         }
         tracing::info!(job = %job, worker = %self.worker, ?summary, "relay worker stopped");
         summary
+    }
+
+    /// [`run`](Self::run), owning the worker: a `'static` future to `tokio::spawn`
+    /// (`tokio::spawn(worker.serve(token.clone()))`).
+    pub async fn serve(mut self, shutdown: impl Into<Shutdown>) -> RelaySummary {
+        self.run(shutdown).await
+    }
+
+    /// [`run`](Self::run) until `signal` completes (any future: a signal handler, a
+    /// oneshot, …), then drain gracefully.
+    pub async fn run_until(&mut self, signal: impl Future) -> RelaySummary {
+        let shutdown = Shutdown::new();
+        super::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }
 

@@ -146,7 +146,8 @@ async fn relay_worker_drains_then_waits_for_a_notification() {
     insert(&db, &store, &first).await;
     let wake = LocalWakeup::new();
     let r = relay(broker.clone()).batch_size(100).build().unwrap();
-    let mut worker = RelayWorker::builder(r, db.clone(), worker_id("relay-1"))
+    let mut worker = RelayWorker::builder(r, db.clone())
+        .worker_id(worker_id("relay-1"))
         .wakeup(wake.clone())
         // Only a notification can end the idle wait within the test's bound.
         .poll_interval(Duration::from_secs(3600))
@@ -200,7 +201,8 @@ async fn relay_worker_keeps_per_key_order_with_two_workers_sharing_the_table() {
     let shutdown = Shutdown::new();
     let mut runs = Vec::new();
     for name in ["relay-a", "relay-b"] {
-        let mut w = RelayWorker::builder(shared.clone(), db.clone(), worker_id(name))
+        let mut w = RelayWorker::builder(shared.clone(), db.clone())
+            .worker_id(worker_id(name))
             .poll_interval(Duration::from_millis(10))
             .build()
             .unwrap();
@@ -241,7 +243,8 @@ async fn relay_worker_backs_off_while_the_broker_is_down_without_spending_attemp
     insert(&db, &store, &events).await;
     broker.fail_next_publishes(3, FailureKind::Transient);
     let r = relay(broker.clone()).batch_size(10).build().unwrap();
-    let mut worker = RelayWorker::builder(r, db.clone(), worker_id("relay-1"))
+    let mut worker = RelayWorker::builder(r, db.clone())
+        .worker_id(worker_id("relay-1"))
         .poll_interval(Duration::from_millis(20))
         .error_backoff(Duration::from_millis(10), Duration::from_millis(40))
         .error_jitter(Jitter::None)
@@ -277,7 +280,8 @@ async fn relay_worker_survives_database_errors() {
         fail: Arc::new(AtomicUsize::new(4)),
     };
     let r = relay(broker.clone()).build().unwrap();
-    let mut worker = RelayWorker::builder(r, db, worker_id("relay-1"))
+    let mut worker = RelayWorker::builder(r, db)
+        .worker_id(worker_id("relay-1"))
         .poll_interval(Duration::from_millis(20))
         .error_backoff(Duration::from_millis(5), Duration::from_millis(20))
         .build()
@@ -308,7 +312,8 @@ async fn relay_worker_graceful_stop_finishes_the_batch_and_releases_the_rest() {
         started: started.clone(),
     };
     let r = relay(publisher).batch_size(10).build().unwrap();
-    let mut worker = RelayWorker::builder(r, db.clone(), worker_id("relay-1"))
+    let mut worker = RelayWorker::builder(r, db.clone())
+        .worker_id(worker_id("relay-1"))
         .build()
         .unwrap();
     let shutdown = Shutdown::new();
@@ -354,10 +359,11 @@ async fn relay_worker_abort_drops_the_batch_and_the_leases_are_recovered_with_an
     let r = relay(publisher)
         .publish_timeout(Duration::from_secs(10))
         .batch_size(2)
-        .lease_ttl(TimeDelta::seconds(60))
+        .lease_ttl(Duration::from_secs(60))
         .build()
         .unwrap();
-    let mut worker = RelayWorker::builder(r, db.clone(), worker_id("relay-1"))
+    let mut worker = RelayWorker::builder(r, db.clone())
+        .worker_id(worker_id("relay-1"))
         .build()
         .unwrap();
     let shutdown = Shutdown::new();
@@ -399,12 +405,14 @@ fn relay_worker_builds_with_default_relay_settings_and_refuses_bad_intervals() {
     let r = OutboxRelay::builder(MemoryOutboxStore::new(), MemoryBroker::new())
         .build()
         .unwrap();
-    RelayWorker::builder(r, MemoryDb::new(), worker_id("relay-1"))
+    RelayWorker::builder(r, MemoryDb::new())
+        .worker_id(worker_id("relay-1"))
         .build()
         .unwrap();
     let r = relay(MemoryBroker::new()).build().unwrap();
     assert!(
-        RelayWorker::builder(r, MemoryDb::new(), worker_id("relay-1"))
+        RelayWorker::builder(r, MemoryDb::new())
+            .worker_id(worker_id("relay-1"))
             .poll_interval(Duration::ZERO)
             .build()
             .is_err()
@@ -440,12 +448,12 @@ async fn bug13_slow_publish_keeps_its_lease_by_refreshing_it() {
         store.clone(),
         DelayedPublisher(broker.clone(), Duration::from_secs(1)),
     )
-    .lease_ttl(TimeDelta::milliseconds(300))
+    .lease_ttl(Duration::from_millis(300))
     .publish_timeout(Duration::from_secs(5))
     .build()
     .unwrap();
     let rival = OutboxRelay::builder(store.clone(), broker.clone())
-        .lease_ttl(TimeDelta::milliseconds(300))
+        .lease_ttl(Duration::from_millis(300))
         .build()
         .unwrap();
     let shutdown = Shutdown::new();
@@ -661,8 +669,8 @@ async fn maintenance_worker_releases_stale_leases_and_cleans_up() {
     clock.advance(TimeDelta::days(2));
     let worker = MaintenanceWorker::builder(Maintenance::new(store.clone()), db.clone())
         .interval(Duration::from_millis(10))
-        .stale_after(TimeDelta::minutes(10))
-        .retention(TimeDelta::days(1))
+        .stale_after(Duration::from_secs(10 * 60))
+        .retention(Duration::from_secs(86400))
         .build()
         .unwrap();
     let shutdown = Shutdown::new();

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox_core::OutboxEvent;
 use omnibox_core::pipeline::{BatchCtx, Step, StepResult};
 use omnibox_core::relay::OutboxRelay;
@@ -63,7 +62,7 @@ async fn main() -> Result<(), BoxError> {
     let worker = WorkerId::new(args.get(2).ok_or("missing worker id")?)?;
     let batch: u32 = arg(&args, 3, 200)?;
     let concurrency: usize = arg(&args, 4, 64)?;
-    let lease_secs: i64 = arg(&args, 5, 10)?;
+    let lease_secs: u64 = arg(&args, 5, 10)?;
     let publish_timeout_ms: u64 = arg(&args, 6, 2_000)?;
     let step_delay_ms: u64 = arg(&args, 7, 0)?;
 
@@ -89,9 +88,10 @@ async fn main() -> Result<(), BoxError> {
         .batch_size(batch)
         .publish_concurrency(concurrency)
         .publish_timeout(Duration::from_millis(publish_timeout_ms))
-        .lease_ttl(TimeDelta::seconds(lease_secs))
+        .lease_ttl(Duration::from_secs(lease_secs))
         .build()?;
-    let mut relay_worker = RelayWorker::builder(relay, PgDatabase::new(pool), worker)
+    let mut relay_worker = RelayWorker::builder(relay, PgDatabase::new(pool))
+        .worker_id(worker)
         .poll_interval(Duration::from_millis(100))
         .build()?;
 

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox_core::backoff::{Backoff, Jitter};
 use omnibox_core::consumer::Consumer;
 use omnibox_core::inbox::{AckStrategy, InboxRunner};
@@ -117,9 +116,9 @@ where
         inbox.clone(),
         GROUP,
     )
-    .worker(worker)
+    .worker_id(worker)
     .ack_strategy(AckStrategy::ExactlyOnceInbox)
-    .lease_ttl(TimeDelta::from_std(env.lease).map_err(|e| e.to_string())?)
+    .lease_ttl(env.lease)
     .backoff(
         Backoff::new(
             Duration::from_millis(50),

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use chrono::TimeDelta;
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::worker::RelayWorker;
 use omnibox_core::{Publisher, Shutdown, WorkerId};
@@ -65,15 +64,15 @@ pub async fn nats_client(env: &RigEnv) -> Result<omnibox_nats::async_nats::Clien
 async fn relay<P: Publisher + 'static>(env: RigEnv, publisher: P) -> Result<(), String> {
     let pool = env.pool(4).await?;
     let (outbox, _) = world::stores(&env.schema, env.partitioned)?;
-    let lease = TimeDelta::from_std(env.lease).map_err(|e| e.to_string())?;
     let relay = OutboxRelay::builder(outbox, publisher)
         .batch_size(BATCH)
         .publish_timeout(PUBLISH_TIMEOUT)
-        .lease_ttl(lease)
+        .lease_ttl(env.lease)
         .build()
         .map_err(|e| e.to_string())?;
     let worker = WorkerId::new(env.name.as_str()).map_err(|e| e.to_string())?;
-    let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool), worker)
+    let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool))
+        .worker_id(worker)
         .poll_interval(Duration::from_millis(100))
         .build()
         .map_err(|e| e.to_string())?;

@@ -312,9 +312,9 @@ async fn run(
         Jitter::Equal,
     )?)
     .publish_timeout(Duration::from_secs(5))
-    .lease_ttl(TimeDelta::seconds(60))
+    .lease_ttl(Duration::from_secs(60))
     .build()?;
-    let mut relay_worker = RelayWorker::builder(relay, db.clone(), WorkerId::new("relay-1")?)
+    let mut relay_worker = RelayWorker::builder(relay, db.clone()).worker_id(WorkerId::new("relay-1")?)
         .poll_interval(Duration::from_millis(250))
         .build()?;
 
@@ -350,8 +350,8 @@ async fn run(
         db.clone(),
     )
     .interval(Duration::from_secs(10))
-    .stale_after(TimeDelta::seconds(20))
-    .retention(TimeDelta::seconds(30))
+    .stale_after(Duration::from_secs(20))
+    .retention(Duration::from_secs(30))
     .build()?;
     let inbox_maintenance = MaintenanceWorker::builder(
         Maintenance::new(inbox.clone())
@@ -360,8 +360,8 @@ async fn run(
         db.clone(),
     )
     .interval(Duration::from_secs(10))
-    .stale_after(TimeDelta::seconds(20))
-    .retention(TimeDelta::seconds(30))
+    .stale_after(Duration::from_secs(20))
+    .retention(Duration::from_secs(30))
     .build()?;
 
     // Backlog gauges every 2 s.
@@ -414,7 +414,7 @@ async fn run(
             .claim(
                 &mut conn,
                 &ClaimRequest::new(crashed.clone(), 10 - orphaned)
-                    .lease_ttl(TimeDelta::seconds(20)),
+                    .lease_ttl(Duration::from_secs(20)),
             )
             .await?
             .len() as u32;

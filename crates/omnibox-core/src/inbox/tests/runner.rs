@@ -168,7 +168,7 @@ fn builder_rejects_invalid_configuration() {
     assert!(zero_timeout.is_err());
     let zero_lease = h
         .builder(AckStrategy::ExactlyOnceInbox, "r")
-        .lease_ttl(TimeDelta::zero())
+        .lease_ttl(Duration::ZERO)
         .build();
     assert!(zero_lease.is_err());
     let bad_limits = h

@@ -290,7 +290,7 @@ impl Harness {
             GROUP,
         )
         .ack_strategy(strategy)
-        .worker(WorkerId::new(worker).unwrap())
+        .worker_id(WorkerId::new(worker).unwrap())
         .clock(Arc::new(self.clock.clone()))
     }
 
