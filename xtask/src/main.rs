@@ -57,7 +57,7 @@ pub(crate) fn run(cmd: &mut Command) -> Result<(), String> {
 }
 
 /// The workspace root (xtask lives one level below it).
-fn root() -> std::path::PathBuf {
+pub(crate) fn root() -> std::path::PathBuf {
     let xtask = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().unwrap_or(xtask).to_path_buf()
 }

@@ -49,6 +49,38 @@ fn closure(package: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// The README's tour shows the wiring of `examples/standalone` and counts its lines: the
+/// block must be the file's (between its two `// wiring` marks) and the count must match.
+fn readme_wiring() -> Result<(), String> {
+    let root = crate::root();
+    let read = |p: &str| {
+        std::fs::read_to_string(root.join(p)).map_err(|e| format!("reading {p}: {e}"))
+    };
+    let main = read("examples/standalone/src/main.rs")?;
+    let readme = read("README.md")?;
+    let mut parts = main.split("    // wiring\n");
+    let block = match (parts.next(), parts.next()) {
+        (Some(_), Some(block)) => block,
+        _ => return Err("examples/standalone/src/main.rs lost its `// wiring` marks".into()),
+    };
+    let lines: Vec<&str> = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    let shown = format!("```rust,ignore\n{}\n```", lines.join("\n"));
+    if !readme.contains(&shown) {
+        return Err("README.md's tour does not show examples/standalone's wiring as it is".into());
+    }
+    let n = lines.iter().filter(|l| !l.trim().is_empty()).count();
+    let heading = format!("in {} lines of wiring", n + 1);
+    if !readme.contains(&heading) || !readme.contains(&format!("these {n} lines")) {
+        return Err(format!(
+            "README.md's tour must count {n} lines of worker wiring (+1 enqueue line)"
+        ));
+    }
+    Ok(())
+}
+
 /// Run every check.
 pub fn run() -> Result<(), String> {
     let mut problems = Vec::new();
@@ -67,6 +99,9 @@ pub fn run() -> Result<(), String> {
                 problems.push(format!("adapter `{adapter}` depends on adapter `{other}`"));
             }
         }
+    }
+    if let Err(e) = readme_wiring() {
+        problems.push(e);
     }
     if problems.is_empty() {
         eprintln!("tidy: layering ok (omnibox-core has no I/O client; adapters are independent)");

@@ -10,43 +10,68 @@
 //! `omnibox::postgres`, `omnibox::rabbitmq`, `omnibox::kafka`, `omnibox::nats`,
 //! `omnibox::metrics`, `omnibox::otel`.
 //!
-//! ## Quickstart: PostgreSQL outbox → RabbitMQ
+//! ## Quickstart: PostgreSQL outbox → Kafka → PostgreSQL inbox
 //!
-//! With `omnibox-rs = { version = "0.1", features = ["postgres", "rabbitmq"] }` (the package
-//! is `omnibox-rs`; the library is `omnibox`):
+//! With `omnibox-rs = { version = "0.1", features = ["postgres", "kafka"] }` (the package
+//! is `omnibox-rs`; the library is `omnibox`). `examples/standalone` is this program, run
+//! by the test suite as a crate outside the workspace.
 //!
 //! ```no_run
-//! # #[cfg(all(feature = "postgres", feature = "rabbitmq"))]
-//! # async fn quickstart() -> Result<(), Box<dyn std::error::Error>> {
-//! use omnibox::postgres::{PgDatabase, PgOutboxStore, PgStoreConfig, migrate, sqlx};
+//! # #[cfg(all(feature = "postgres", feature = "kafka"))]
+//! # async fn quickstart(pool: omnibox::postgres::sqlx::PgPool, producer: omnibox::kafka::rdkafka::ClientConfig,
+//! #     consumer: omnibox::kafka::rdkafka::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use omnibox::kafka::{KafkaConsumer, KafkaPublisher};
+//! use omnibox::postgres::sqlx::{self, PgConnection};
+//! use omnibox::postgres::{PgDatabase, PgInboxStore, PgOutboxStore, PgStoreConfig, handler_error};
 //! use omnibox::prelude::*;
-//! use omnibox::rabbitmq::{RabbitConnector, RabbitPublisher};
 //!
-//! let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres").await?;
-//! let config = PgStoreConfig::new().schema("shop");
-//! migrate(&pool, &config).await?;
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct OrderPlaced { order: uuid::Uuid, points: i32 }
+//!
+//! impl Message for OrderPlaced {
+//!     const EVENT_TYPE: &'static str = "order.placed";
+//!     const AGGREGATE_TYPE: &'static str = "order";
+//!     const TOPIC: &'static str = "orders";
+//!     fn aggregate_id(&self) -> uuid::Uuid { self.order }
+//! }
+//!
+//! struct CreditPoints;
+//! impl MessageHandler<OrderPlaced, PgConnection> for CreditPoints {
+//!     async fn handle(&self, o: OrderPlaced, _: &InboxEvent, conn: &mut PgConnection) -> HandlerResult {
+//!         // In the inbox transaction: committed once per message, with the inbox row.
+//!         sqlx::query("INSERT INTO shop.credits (points) VALUES ($1)")
+//!             .bind(o.points)
+//!             .execute(&mut *conn)
+//!             .await
+//!             .map_err(handler_error)?; // outage: retried; refused data: counted
+//!         Ok(HandlerOutcome::Completed)
+//!     }
+//! }
+//!
+//! let config = PgStoreConfig::new().schema("shop"); // tables from `omnibox migrate`
+//! let db = PgDatabase::new(pool.clone());
 //! let outbox = PgOutboxStore::new(&config)?;
+//! let relay = OutboxRelay::builder(outbox.clone(), KafkaPublisher::from_config(&producer)?)
+//!     .worker(db.clone())
+//!     .build()?;
+//! let consumer = KafkaConsumer::from_config(&consumer, [OrderPlaced::TOPIC])?;
+//! let inbox = InboxRunner::builder(consumer, db, PgInboxStore::new(&config)?, "loyalty")
+//!     .handler(typed::<OrderPlaced, _>(CreditPoints))
+//!     .worker()
+//!     .build()?;
+//! let token = CancellationToken::new(); // the application's own (signals, HTTP server)
+//! let relayed = tokio::spawn(relay.serve(token.clone()));
+//! let consumed = tokio::spawn(inbox.serve(token.clone()));
 //!
 //! // The business change and its event commit in one transaction.
 //! let mut tx = pool.begin().await?;
-//! let order_id = uuid::Uuid::now_v7();
-//! sqlx::query("INSERT INTO shop.orders (id, total) VALUES ($1, 42)")
-//!     .bind(order_id)
-//!     .execute(&mut *tx)
-//!     .await?;
-//! let event = OutboxEvent::builder("order", order_id, "order.placed", "orders", "customer-7")
-//!     .payload(serde_json::json!({ "order": order_id, "total": 42 }))
-//!     .build()?;
-//! outbox.enqueue(&mut tx, &event).await?;
+//! let order = uuid::Uuid::now_v7();
+//! sqlx::query("INSERT INTO shop.orders (id) VALUES ($1)").bind(order).execute(&mut *tx).await?;
+//! outbox.enqueue_message(&mut tx, &OrderPlaced { order, points: 42 }).await?;
 //! tx.commit().await?;
 //!
-//! // A relay worker publishes committed events (a reconnecting RabbitMQ connection).
-//! let rabbit = RabbitConnector::from_uri("amqp://guest:guest@127.0.0.1:5672/%2f", Default::default());
-//! let relay = OutboxRelay::builder(outbox, RabbitPublisher::new(rabbit)).build()?;
-//! let mut worker = RelayWorker::builder(relay, PgDatabase::new(pool)).worker_id(WorkerId::generate("relay")?)
-//!     .build()?;
-//! let shutdown = Shutdown::new();
-//! let summary = worker.run(&shutdown).await; // until `shutdown.trigger()`
+//! token.cancel(); // on SIGTERM: both workers drain, then return
+//! let (summary, _stopped) = (relayed.await?, consumed.await?);
 //! println!("published {}", summary.published);
 //! # Ok(())
 //! # }
