@@ -15,7 +15,7 @@ use std::time::Duration;
 use omnibox::metrics::{Metric, MetricsSink};
 use omnibox::postgres::sqlx::postgres::PgPoolOptions;
 use omnibox::postgres::sqlx::{self, AssertSqlSafe, PgConnection, PgPool, Row};
-use omnibox::postgres::{PgInboxStore, PgOutboxStore, PgStoreConfig, classify};
+use omnibox::postgres::{PgInboxStore, PgOutboxStore, PgStoreConfig, handler_error};
 use omnibox::{
     Handler, HandlerError, HandlerOutcome, HandlerResult, InboxEvent, Message, OutboxEvent,
 };
@@ -326,10 +326,10 @@ pub async fn credit(
     .bind(i32::try_from(points).unwrap_or(i32::MAX))
     .execute(conn)
     .await
-    // `classify` sorts the SQL error: an outage or a deadlock is transient (no attempt spent),
+    // `handler_error` sorts the SQL error: an outage or a deadlock is transient (no attempt spent),
     // a deterministic error (a constraint, bad data) is counted and ends dead-lettered; the
     // source error is kept.
-    .map_err(|e| HandlerError::from(classify("credit loyalty points", e)))?;
+    .map_err(handler_error)?;
     Ok(points)
 }
 

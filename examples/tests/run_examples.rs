@@ -82,6 +82,14 @@ fn quickstart_applies_the_effect_once_despite_a_redelivery() {
 }
 
 #[test]
+fn axum_example_serves_http_beside_the_workers_under_one_shutdown() {
+    run_example(
+        "axum",
+        "axum example finished: two orders over HTTP, credited once each, one shutdown",
+    );
+}
+
+#[test]
 fn rabbitmq_example_relays_and_consumes() {
     run_example("rabbitmq", "rabbitmq example finished");
 }

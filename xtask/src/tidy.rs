@@ -53,9 +53,8 @@ fn closure(package: &str) -> Result<Vec<String>, String> {
 /// block must be the file's (between its two `// wiring` marks) and the count must match.
 fn readme_wiring() -> Result<(), String> {
     let root = crate::root();
-    let read = |p: &str| {
-        std::fs::read_to_string(root.join(p)).map_err(|e| format!("reading {p}: {e}"))
-    };
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).map_err(|e| format!("reading {p}: {e}"));
     let main = read("examples/standalone/src/main.rs")?;
     let readme = read("README.md")?;
     let mut parts = main.split("    // wiring\n");
