@@ -34,9 +34,14 @@ fn example_binary(name: &str) -> PathBuf {
 }
 
 fn run_example(name: &str, closing_line: &str) {
+    run_example_with(name, closing_line, &[]);
+}
+
+fn run_example_with(name: &str, closing_line: &str, env: &[(&str, &str)]) {
     let bin = example_binary(name);
     let started = Instant::now();
     let mut child = Command::new(&bin)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -86,6 +91,19 @@ fn axum_example_serves_http_beside_the_workers_under_one_shutdown() {
     run_example(
         "axum",
         "axum example finished: two orders over HTTP, credited once each, one shutdown",
+    );
+}
+
+#[test]
+fn dashboard_preview_driver_runs_its_faults_and_cleans_up() {
+    // The traffic generator behind dashboards/omnibox-preview.png, for 8 s instead of 180.
+    run_example_with(
+        "dashboard_preview",
+        "dashboard preview finished",
+        &[
+            ("PREVIEW_SECONDS", "8"),
+            ("PREVIEW_METRICS_ADDR", "127.0.0.1:0"),
+        ],
     );
 }
 

@@ -59,11 +59,11 @@ where
 {
     /// An observer labelling its gauges with the event kind (`"outbox"` / `"inbox"`) and
     /// reading every [`DEFAULT_INTERVAL`].
-    pub fn new(store: S, db: D, sink: Arc<dyn MetricsSink>) -> Self {
+    pub fn new(store: S, db: D, sink: impl MetricsSink + 'static) -> Self {
         Self {
             store,
             db,
-            sink,
+            sink: Arc::new(sink),
             table: <S::Event as Event>::KIND.as_str().to_owned(),
             interval: DEFAULT_INTERVAL,
         }

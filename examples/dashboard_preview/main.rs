@@ -1,4 +1,5 @@
-//! Traffic generator for the dashboard preview (`dashboards/preview/run.sh`).
+//! Traffic generator for the dashboard preview (`examples/dashboard_preview/run.sh` renders
+//! `dashboards/omnibox-preview.png` from it; the examples test runs it for a few seconds).
 //!
 //! Runs, for `PREVIEW_SECONDS` (default 180), a real omnibox relay and inbox against the
 //! local PostgreSQL (`DATABASE_URL`) and RabbitMQ (`AMQP_URL`), with the metrics of
@@ -43,7 +44,7 @@ use omnibox::rabbitmq::{
 };
 use omnibox::relay::OutboxRelay;
 use omnibox::store::{ClaimEvents, ClaimRequest};
-use omnibox::worker::{InboxWorker, MaintenanceWorker, RelayWorker};
+use omnibox::worker::MaintenanceWorker;
 use omnibox::{Handler, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Publisher};
 use omnibox::{Shutdown, WorkerId};
 
@@ -267,7 +268,7 @@ async fn main() -> Result {
         .execute(&pool)
         .await?;
     pool.close().await;
-    println!("schema and queue dropped");
+    println!("[cleanup] schema {schema} and queue {queue} dropped");
     outcome
 }
 
@@ -282,7 +283,7 @@ async fn run(
     let outbox = PgOutboxStore::new(config)?;
     let inbox = PgInboxStore::new(config)?;
     let db = PgDatabase::new(pool.clone());
-    let sink: Arc<dyn MetricsSink> = Arc::new(FacadeMetrics::new());
+    let sink: Arc<dyn MetricsSink> = Arc::new(FacadeMetrics::new()); // one sink, shared
     let timeline = Timeline {
         start: Instant::now(),
         total: Duration::from_secs(seconds),
@@ -295,7 +296,7 @@ async fn run(
             .with_options(
                 PublisherOptions::default().routing(RoutingMode::FixedExchange(String::new())),
             );
-    let relay = OutboxRelay::builder(
+    let relay_worker = OutboxRelay::builder(
         outbox.clone(),
         FlakyPublisher {
             inner: publisher,
@@ -313,10 +314,9 @@ async fn run(
     )?)
     .publish_timeout(Duration::from_secs(5))
     .lease_ttl(Duration::from_secs(60))
+    .worker(db.clone())
+    .poll_interval(Duration::from_millis(250))
     .build()?;
-    let mut relay_worker = RelayWorker::builder(relay, db.clone()).worker_id(WorkerId::new("relay-1")?)
-        .poll_interval(Duration::from_millis(250))
-        .build()?;
 
     // Inbox: one consumer, exactly-once-inbox acknowledgements, 3 attempts.
     let consumer = RabbitConsumer::new(
@@ -324,7 +324,7 @@ async fn run(
         queue,
     )
     .with_options(ConsumerOptions::default().prefetch(32));
-    let runner = InboxRunner::builder(consumer, db.clone(), inbox.clone(), "loyalty")
+    let inbox_worker = InboxRunner::builder(consumer, db.clone(), inbox.clone(), "loyalty")
         .ack_strategy(AckStrategy::ExactlyOnceInbox)
         .handler(CreditPoints {
             schema: schema.to_owned(),
@@ -339,8 +339,8 @@ async fn run(
         .metrics(sink.clone())
         .job_name("loyalty_inbox")
         .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .worker()
         .build()?;
-    let mut inbox_worker = InboxWorker::builder(runner).build()?;
 
     // Maintenance: stale leases after 20 s, completed rows kept 30 s.
     let outbox_maintenance = MaintenanceWorker::builder(
@@ -376,23 +376,11 @@ async fn run(
             .spawn(shutdown.clone()),
     ];
 
-    let relay_task = {
-        let s = shutdown.clone();
-        tokio::spawn(async move { relay_worker.run(&s).await })
-    };
-    let inbox_task = {
-        let s = shutdown.clone();
-        tokio::spawn(async move { inbox_worker.run(&s).await })
-    };
+    let relay_task = tokio::spawn(relay_worker.serve(shutdown.clone()));
+    let inbox_task = tokio::spawn(inbox_worker.serve(shutdown.clone()));
     let maintenance_tasks = [
-        {
-            let s = shutdown.clone();
-            tokio::spawn(async move { outbox_maintenance.run(&s).await })
-        },
-        {
-            let s = shutdown.clone();
-            tokio::spawn(async move { inbox_maintenance.run(&s).await })
-        },
+        tokio::spawn(outbox_maintenance.serve(shutdown.clone())),
+        tokio::spawn(inbox_maintenance.serve(shutdown.clone())),
     ];
     let producer = tokio::spawn(produce(
         pool.clone(),
@@ -414,7 +402,7 @@ async fn run(
             .claim(
                 &mut conn,
                 &ClaimRequest::new(crashed.clone(), 10 - orphaned)
-                    .lease_ttl(Duration::from_secs(20)),
+                    .lease_ttl(TimeDelta::seconds(20)),
             )
             .await?
             .len() as u32;
@@ -439,5 +427,6 @@ async fn run(
         "relay published {} ({:?}); inbox {stopped:?}",
         summary.published, summary.stopped
     );
+    println!("dashboard preview finished");
     Ok(())
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders dashboards/omnibox-preview.png: a PREVIEW of dashboards/omnibox.json (not a
 # Grafana screenshot). It
-#   1. builds and runs the traffic driver (dashboards/preview/driver) for PREVIEW_SECONDS
+#   1. builds and runs the traffic driver (the dashboard_preview example) for PREVIEW_SECONDS
 #      (default 180): a real relay + inbox against the local PostgreSQL and RabbitMQ,
 #      serving omnibox's metrics on loopback;
 #   2. has a throwaway local Prometheus (2 s scrape interval, temporary data dir) scrape it;
@@ -13,18 +13,19 @@
 # Needs: prometheus and chromium (`apt-get install -y prometheus chromium`), cargo,
 # python3, PostgreSQL (DATABASE_URL) and RabbitMQ (AMQP_URL) up.
 #
-#   dashboards/preview/run.sh                  # 3-minute run -> dashboards/omnibox-preview.png
-#   PREVIEW_SECONDS=60 dashboards/preview/run.sh /tmp/quick.png
+#   examples/dashboard_preview/run.sh                  # 3-minute run -> dashboards/omnibox-preview.png
+#   PREVIEW_SECONDS=60 examples/dashboard_preview/run.sh /tmp/quick.png
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-dash=$(dirname "$here")
+root=$(cd "$here/../.." && pwd)
+dash=$root/dashboards
 out=$(realpath -m "${1:-$dash/omnibox-preview.png}")
 run_seconds=${PREVIEW_SECONDS:-180}
 metrics_port=${PREVIEW_METRICS_PORT:-19464}
 prom_port=${PREVIEW_PROMETHEUS_PORT:-19090}
 http_port=${PREVIEW_HTTP_PORT:-19080}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/omnibox-preview-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/omnibox-target}
 
 for tool in prometheus chromium cargo python3 curl; do
   command -v "$tool" >/dev/null || {
@@ -54,8 +55,8 @@ wait_for() { # url what
 }
 
 echo "== building the driver"
-cargo build --quiet --manifest-path "$here/driver/Cargo.toml"
-driver="$CARGO_TARGET_DIR/debug/omnibox-dashboard-preview"
+cargo build --quiet --manifest-path "$root/Cargo.toml" -p omnibox-examples --example dashboard_preview
+driver="$CARGO_TARGET_DIR/debug/examples/dashboard_preview"
 
 echo "== starting Prometheus on 127.0.0.1:$prom_port"
 cat >"$work/prometheus.yml" <<EOF
@@ -80,13 +81,13 @@ RUST_BACKTRACE=0 PREVIEW_SECONDS=$run_seconds PREVIEW_METRICS_ADDR="127.0.0.1:$m
 end=$(date +%s)
 
 echo "== rendering the panels"
-python3 "$here/serve.py" --port "$http_port" --dashboards "$dash" \
+python3 "$here/serve.py" --port "$http_port" --dashboards "$root" \
   --prometheus "http://127.0.0.1:$prom_port" &
 pids+=($!)
-wait_for "http://127.0.0.1:$http_port/omnibox.json" "the preview server"
+wait_for "http://127.0.0.1:$http_port/dashboards/omnibox.json" "the preview server"
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --hide-scrollbars --user-data-dir="$work/chromium" --window-size=1600,1760 \
   --virtual-time-budget=30000 --screenshot="$out" \
-  "http://127.0.0.1:$http_port/preview/render.html?start=$start&end=$end" 2>"$work/chromium.log"
+  "http://127.0.0.1:$http_port/examples/dashboard_preview/render.html?start=$start&end=$end" 2>"$work/chromium.log"
 echo "== wrote $out ($(du -k "$out" | cut -f1) KB), window $(date -ud "@$start" +%FT%TZ) .. $(date -ud "@$end" +%FT%TZ)"

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Loopback HTTP server for the dashboard preview.
 
-Serves the `dashboards/` directory (render.html, omnibox.json) and forwards `/api/v1/...`
+Serves the repository root (examples/dashboard_preview/render.html, dashboards/omnibox.json) and forwards `/api/v1/...`
 to the local Prometheus, so the page reads the dashboard and queries Prometheus from one
 origin. Loopback only; standard library only.
 
-    serve.py --port 19080 --dashboards dashboards --prometheus http://127.0.0.1:19090
+    serve.py --port 19080 --dashboards . --prometheus http://127.0.0.1:19090
 """
 
 import argparse
