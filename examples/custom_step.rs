@@ -16,7 +16,7 @@ use omnibox::rabbitmq::lapin::Connection;
 use omnibox::rabbitmq::{PublisherOptions, RabbitPublisher, RoutingMode};
 use omnibox::relay::OutboxRelay;
 use omnibox::{Event, OutboxEvent, Shutdown, WorkerId};
-use omnibox_examples::{Demo, Result, rabbit, unique_name};
+use omnibox_examples::{Demo, OrderPlaced, Result, rabbit, unique_name};
 
 /// Completes (as skipped) every event whose `tenant` header is not enabled.
 struct TenantFilter(&'static [&'static str]);
@@ -84,9 +84,14 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
     let mut tx = demo.pool.begin().await?;
     for (i, tenant) in tenants.iter().enumerate() {
         let order = uuid::Uuid::now_v7();
-        let event = OutboxEvent::builder("order", order, "order.placed", queue, order.to_string())
+        let placed = OrderPlaced {
+            order,
+            customer: format!("c{i}"),
+            total: 5,
+        };
+        let event = OutboxEvent::message(&placed)
+            .topic(queue)
             .header("tenant", *tenant)
-            .payload(serde_json::json!({ "order": order, "customer": format!("c{i}"), "total": 5 }))
             .build()?;
         demo.outbox.enqueue(&mut tx, &event).await?;
     }

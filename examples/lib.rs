@@ -490,7 +490,6 @@ where
 {
     use omnibox::inbox::{AckStrategy, InboxRunner};
     use omnibox::relay::OutboxRelay;
-    use omnibox::worker::{InboxWorker, RelayWorker};
 
     for i in 0..orders {
         let customer = format!("customer-{}", i % 3);
@@ -500,27 +499,22 @@ where
     println!("1. {orders} orders and their events committed (topic {topic})");
 
     let db = omnibox::postgres::PgDatabase::new(demo.pool.clone());
-    let relay = OutboxRelay::builder(demo.outbox.clone(), publisher)
+    let relay_worker = OutboxRelay::builder(demo.outbox.clone(), publisher)
         .publish_timeout(Duration::from_secs(5))
         .lease_ttl(Duration::from_secs(60))
-        .build()?;
-    let mut relay_worker = RelayWorker::builder(relay, db.clone())
-        .worker_id(omnibox::WorkerId::generate("relay")?)
+        .worker(db.clone())
         .poll_interval(Duration::from_millis(200))
         .build()?;
-    let runner = InboxRunner::builder(consumer, db, demo.inbox.clone(), "loyalty")
+    let mut inbox_worker = InboxRunner::builder(consumer, db, demo.inbox.clone(), "loyalty")
         .ack_strategy(AckStrategy::ExactlyOnceInbox)
         .handler(CreditLoyaltyPoints {
             schema: demo.schema.clone(),
         })
         .idle_backoff(Duration::from_millis(10), Duration::from_millis(200))
+        .worker()
         .build()?;
-    let mut inbox_worker = InboxWorker::builder(runner).build()?;
     let shutdown = omnibox::Shutdown::new();
-    let relay_task = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move { relay_worker.run(&shutdown).await })
-    };
+    let relay_task = tokio::spawn(relay_worker.serve(shutdown.clone()));
     let inbox_task = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

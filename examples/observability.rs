@@ -27,7 +27,9 @@ use omnibox::rabbitmq::lapin::Connection;
 use omnibox::rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
 use omnibox::relay::OutboxRelay;
 use omnibox::{OutboxEvent, Shutdown, WorkerId};
-use omnibox_examples::{CreditLoyaltyPoints, Demo, Result, rabbit, unique_name, within};
+use omnibox_examples::{
+    CreditLoyaltyPoints, Demo, OrderPlaced, Result, rabbit, unique_name, within,
+};
 use opentelemetry::trace::{TraceContextExt, Tracer};
 use opentelemetry::{Context, global};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -119,9 +121,12 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str, listen: SocketAddr) ->
     let event = {
         let _active = request_cx.clone().attach();
         inject_current(
-            OutboxEvent::builder("order", order, "order.placed", queue, "customer-7").payload(
-                serde_json::json!({ "order": order, "customer": "customer-7", "total": 42 }),
-            ),
+            OutboxEvent::message(&OrderPlaced {
+                order,
+                customer: "customer-7".into(),
+                total: 42,
+            })
+            .topic(queue),
         )
         .build()?
     };

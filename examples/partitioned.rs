@@ -8,7 +8,7 @@ use chrono::{TimeDelta, Utc};
 use omnibox::OutboxEvent;
 use omnibox::postgres::partition::{self, Period};
 use omnibox::postgres::sqlx::{self, AssertSqlSafe, Row};
-use omnibox_examples::{Demo, Result};
+use omnibox_examples::{Demo, OrderPlaced, Result};
 
 #[tokio::main]
 async fn main() -> Result {
@@ -43,14 +43,11 @@ async fn run(demo: &Demo) -> Result {
     .await?;
     println!("2. maintenance as of 30 days ago created {:?}", old.created);
     // An event still pending in the oldest partition: it must survive retention.
-    let stuck = OutboxEvent::builder(
-        "order",
-        uuid::Uuid::now_v7(),
-        "order.placed",
-        "orders",
-        "k1",
-    )
-    .payload(serde_json::json!({ "customer": "customer-1", "total": 1 }))
+    let stuck = OutboxEvent::message(&OrderPlaced {
+        order: uuid::Uuid::now_v7(),
+        customer: "customer-1".into(),
+        total: 1,
+    })
     .created_at(month_ago)
     .build()?;
     demo.outbox.enqueue(&mut conn, &stuck).await?;
@@ -66,14 +63,11 @@ async fn run(demo: &Demo) -> Result {
         report.kept
     );
 
-    let fresh = OutboxEvent::builder(
-        "order",
-        uuid::Uuid::now_v7(),
-        "order.placed",
-        "orders",
-        "k2",
-    )
-    .payload(serde_json::json!({ "customer": "customer-2", "total": 2 }))
+    let fresh = OutboxEvent::message(&OrderPlaced {
+        order: uuid::Uuid::now_v7(),
+        customer: "customer-2".into(),
+        total: 2,
+    })
     .build()?;
     demo.outbox.enqueue(&mut conn, &fresh).await?;
     let rows = sqlx::query(AssertSqlSafe(format!(

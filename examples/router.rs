@@ -18,8 +18,50 @@ use omnibox::rabbitmq::lapin::Connection;
 use omnibox::rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
 use omnibox::relay::OutboxRelay;
 use omnibox::router::{RouteHandler, Router, UnmatchedPolicy};
-use omnibox::{HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId};
+use omnibox::{
+    HandlerOutcome, HandlerResult, InboxEvent, Message, OutboxEvent, Shutdown, WorkerId,
+};
 use omnibox_examples::{Demo, OrderPlaced, Result, credit, rabbit, unique_name, within};
+
+/// `order.cancelled`: the order it cancels.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OrderCancelled {
+    order: uuid::Uuid,
+    customer: String,
+    total: i32,
+}
+
+impl Message for OrderCancelled {
+    const EVENT_TYPE: &'static str = "order.cancelled";
+    const AGGREGATE_TYPE: &'static str = "order";
+    const TOPIC: &'static str = "orders";
+    fn aggregate_id(&self) -> uuid::Uuid {
+        self.order
+    }
+    // One customer's events stay in order (placed, cancelled, audited).
+    fn partition_key(&self) -> String {
+        self.customer.clone()
+    }
+}
+
+/// `order.audited`: no route handles it (the `Skip` policy completes it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct OrderAudited {
+    order: uuid::Uuid,
+    customer: String,
+}
+
+impl Message for OrderAudited {
+    const EVENT_TYPE: &'static str = "order.audited";
+    const AGGREGATE_TYPE: &'static str = "order";
+    const TOPIC: &'static str = "orders";
+    fn aggregate_id(&self) -> uuid::Uuid {
+        self.order
+    }
+    fn partition_key(&self) -> String {
+        self.customer.clone()
+    }
+}
 
 /// The router's shared state: every handler gets `&Loyalty`.
 struct Loyalty {
@@ -64,18 +106,27 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
     rabbit::declare_queue(conn, queue).await?;
     // 1. Three events of three types, relayed to the queue in one batch.
     let mut tx = demo.pool.begin().await?;
-    for (event_type, total) in [
-        ("order.placed", 30),
-        ("order.cancelled", 10),
-        ("order.audited", 0),
-    ] {
-        let order = uuid::Uuid::now_v7();
-        let event = OutboxEvent::builder("order", order, event_type, queue, "customer-7")
-            .payload(
-                serde_json::json!({ "order": order, "customer": "customer-7", "total": total }),
-            )
-            .build()?;
-        demo.outbox.enqueue(&mut tx, &event).await?;
+    let customer = "customer-7".to_owned();
+    let events = [
+        OutboxEvent::message(&OrderPlaced {
+            order: uuid::Uuid::now_v7(),
+            customer: customer.clone(),
+            total: 30,
+        }),
+        OutboxEvent::message(&OrderCancelled {
+            order: uuid::Uuid::now_v7(),
+            customer: customer.clone(),
+            total: 10,
+        }),
+        OutboxEvent::message(&OrderAudited {
+            order: uuid::Uuid::now_v7(),
+            customer,
+        }),
+    ];
+    for event in events {
+        demo.outbox
+            .enqueue(&mut tx, &event.topic(queue).build()?)
+            .await?;
     }
     tx.commit().await?;
     let publisher = RabbitPublisher::new(rabbit::connect().await?).with_options(
@@ -109,9 +160,14 @@ async fn run(demo: &Demo, conn: &Connection, queue: &str) -> Result {
         queue,
         |e, conn, st| {
             Box::pin(async move {
-                // The cancellation carries the order it cancels (same payload shape); a
-                // negative rate writes the debit.
-                let order: OrderPlaced = e.payload_as()?;
+                // The cancellation carries the order it cancels; a negative rate writes
+                // the debit.
+                let c: OrderCancelled = e.message()?;
+                let order = OrderPlaced {
+                    order: c.order,
+                    customer: c.customer,
+                    total: c.total,
+                };
                 let points =
                     credit(&st.schema, &e.message_id, &order, conn, -st.points_per_euro).await?;
                 println!("   [order.cancelled] took back {} points", -points);

@@ -10,8 +10,10 @@ use omnibox::pipeline::{BatchCtx, Step, StepResult};
 use omnibox::relay::OutboxRelay;
 use omnibox::store::{InsertEvents, Transactions};
 use omnibox::{
-    Event, Handler, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Shutdown, WorkerId,
+    Event, HandlerOutcome, HandlerResult, InboxEvent, Message, MessageHandler, OutboxEvent,
+    Shutdown, WorkerId, typed,
 };
+use omnibox_examples::OrderPlaced;
 use serde_json::json;
 
 /// A custom step: events of a blocked type are completed as skipped and never published.
@@ -31,16 +33,33 @@ impl<C: Send> Step<OutboxEvent, C> for BlockType {
     }
 }
 
-/// The consumer's handler: its write commits in the same transaction as the inbox row.
+/// An internal audit event: the custom step keeps it off the broker.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OrderAudit {
+    order: uuid::Uuid,
+}
+
+impl Message for OrderAudit {
+    const EVENT_TYPE: &'static str = "order.audit";
+    const AGGREGATE_TYPE: &'static str = "order";
+    const TOPIC: &'static str = "orders";
+    fn aggregate_id(&self) -> uuid::Uuid {
+        self.order
+    }
+}
+
+/// The consumer's handler, given the decoded `OrderPlaced`: its write commits in the same
+/// transaction as the inbox row.
 struct CreditLoyaltyPoints;
 
-impl Handler<InboxEvent, MemoryConn> for CreditLoyaltyPoints {
-    async fn handle(&self, event: &InboxEvent, conn: &mut MemoryConn) -> HandlerResult {
-        let customer = event.common.payload["customer"]
-            .as_str()
-            .unwrap_or("?")
-            .to_owned();
-        let key = format!("points:{customer}");
+impl MessageHandler<OrderPlaced, MemoryConn> for CreditLoyaltyPoints {
+    async fn handle(
+        &self,
+        order: OrderPlaced,
+        _: &InboxEvent,
+        conn: &mut MemoryConn,
+    ) -> HandlerResult {
+        let key = format!("points:{}", order.customer);
         let points = conn.get(&key).await.and_then(|v| v.as_u64()).unwrap_or(0);
         conn.put(key, json!(points + 10)).await;
         Ok(HandlerOutcome::Completed)
@@ -55,13 +74,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. The business transaction writes the order and its event together.
     let order_id = uuid::Uuid::now_v7();
-    let placed = OutboxEvent::builder("order", order_id, "order.placed", "orders", "customer-7")
-        .payload(json!({"order": order_id, "customer": "customer-7", "total": 42}))
-        .idempotency_key(format!("{order_id}:placed"))
-        .build()?;
-    let internal = OutboxEvent::builder("order", order_id, "order.audit", "orders", "customer-8")
-        .payload(json!({"order": order_id}))
-        .build()?;
+    let placed = OutboxEvent::message(&OrderPlaced {
+        order: order_id,
+        customer: "customer-7".into(),
+        total: 42,
+    })
+    .idempotency_key(format!("{order_id}:placed"))
+    .build()?;
+    let internal = OutboxEvent::message(&OrderAudit { order: order_id }).build()?;
     let mut tx = producer_db.begin().await?;
     tx.put(format!("order:{order_id}"), json!({"total": 42}))
         .await;
@@ -95,7 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "loyalty",
     )
     .ack_strategy(AckStrategy::ExactlyOnceInbox)
-    .handler(CreditLoyaltyPoints)
+    .handler(typed::<OrderPlaced, _>(CreditLoyaltyPoints))
     .build()?;
     for delivery in 1..=2 {
         let outcome = runner.process_one().await?;
