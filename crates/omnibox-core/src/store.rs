@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::StoreError;
-use crate::model::{Event, EventKind, Headers, InboxEvent, WorkerId};
+use crate::model::{Event, EventKind, Headers, InboxEvent, OutboxEvent, WorkerId};
 
 /// The associated types every store shares.
 pub trait EventStore: Send + Sync {
@@ -81,18 +81,13 @@ impl Filters {
             EventKind::Outbox => {
                 ok(&self.topics, event.route())
                     && (self.aggregate_types.is_empty()
-                        || event_aggregate_type(event)
+                        || event
+                            .aggregate_type()
                             .is_some_and(|t| ok(&self.aggregate_types, t)))
             }
             EventKind::Inbox => ok(&self.sources, event.route()),
         }
     }
-}
-
-fn event_aggregate_type<E: Event>(event: &E) -> Option<&str> {
-    (event as &dyn std::any::Any)
-        .downcast_ref::<crate::model::OutboxEvent>()
-        .map(|e| e.aggregate_type.as_str())
 }
 
 /// A claim: lock up to `limit` due events for `worker` with a lease of `lease_ttl`.
@@ -420,9 +415,7 @@ impl DeadLetter {
             kind: E::KIND.as_str().to_owned(),
             event_type: Some(c.event_type.clone()),
             route: Some(event.route().to_owned()),
-            message_id: (event as &dyn std::any::Any)
-                .downcast_ref::<InboxEvent>()
-                .map(|e| e.message_id.clone()),
+            message_id: event.message_id().map(str::to_owned),
             body: serde_json::Value::Object(c.payload.clone()).to_string(),
             body_bytes: None,
             headers: c.headers.clone(),
@@ -563,4 +556,39 @@ pub trait Transactions: Send + Sync {
     fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Roll it back.
     fn rollback(&self, tx: Self::Tx) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Everything a relay needs from an outbox store (claim, settle, refresh leases), named
+/// once: implemented for every store that has those capabilities.
+pub trait OutboxStore:
+    EventStore<Event = OutboxEvent> + ClaimEvents + SettleEvents + RefreshLeases
+{
+}
+
+impl<S> OutboxStore for S where
+    S: EventStore<Event = OutboxEvent> + ClaimEvents + SettleEvents + RefreshLeases
+{
+}
+
+/// Everything an inbox runner needs from an inbox store (insert, lock, settle, look up by
+/// message, dead letters), named once: implemented for every store that has those
+/// capabilities.
+pub trait InboxStore:
+    EventStore<Event = InboxEvent>
+    + InsertEvents
+    + LockEvent
+    + SettleEvents
+    + InboxLookup
+    + DeadLetterStore
+{
+}
+
+impl<S> InboxStore for S where
+    S: EventStore<Event = InboxEvent>
+        + InsertEvents
+        + LockEvent
+        + SettleEvents
+        + InboxLookup
+        + DeadLetterStore
+{
 }

@@ -49,7 +49,7 @@ pub trait MessagingEvent: Event + sealed::Sealed {
     /// Producer or consumer.
     fn span_kind(&self) -> SpanKind;
     /// The broker message id (outbox: the event id, sent as the `event_id` header).
-    fn message_id(&self) -> String;
+    fn messaging_message_id(&self) -> String;
     /// Attributes beyond the common ones.
     fn extra_attributes(&self, _attrs: &mut Vec<KeyValue>) {}
 
@@ -71,7 +71,7 @@ pub trait MessagingEvent: Event + sealed::Sealed {
             KeyValue::new(MESSAGING_OPERATION_TYPE, self.operation()),
             KeyValue::new(MESSAGING_OPERATION_NAME, self.operation()),
             KeyValue::new(MESSAGING_DESTINATION_NAME, self.route().to_owned()),
-            KeyValue::new(MESSAGING_MESSAGE_ID, self.message_id()),
+            KeyValue::new(MESSAGING_MESSAGE_ID, self.messaging_message_id()),
             KeyValue::new(OMNIBOX_EVENT_TYPE, c.event_type.clone()),
             KeyValue::new(OMNIBOX_EVENT_ID, c.id.to_string()),
             KeyValue::new(OMNIBOX_ATTEMPT, i64::from(c.attempts_made) + 1),
@@ -88,7 +88,7 @@ impl MessagingEvent for OutboxEvent {
     fn span_kind(&self) -> SpanKind {
         SpanKind::Producer
     }
-    fn message_id(&self) -> String {
+    fn messaging_message_id(&self) -> String {
         self.common.id.to_string()
     }
 }
@@ -100,7 +100,7 @@ impl MessagingEvent for InboxEvent {
     fn span_kind(&self) -> SpanKind {
         SpanKind::Consumer
     }
-    fn message_id(&self) -> String {
+    fn messaging_message_id(&self) -> String {
         self.message_id.clone()
     }
     fn extra_attributes(&self, attrs: &mut Vec<KeyValue>) {

@@ -242,10 +242,10 @@ impl<E: PgEvent> PgEventStore<E> {
                 .idempotency_key
                 .clone()
                 .map(|k| (k, String::new())),
-            EventKind::Inbox => {
-                let inbox = (event as &dyn std::any::Any).downcast_ref::<InboxEvent>()?;
-                Some((inbox.message_id.clone(), inbox.consumer_group.clone()))
-            }
+            EventKind::Inbox => Some((
+                event.message_id()?.to_owned(),
+                event.consumer_group()?.to_owned(),
+            )),
         }
     }
 

@@ -8,9 +8,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::{TestDb, outbox_at};
-use omnibox_core::factories::{OutboxOptions, outbox_processor_builder};
 use omnibox_core::memory::MemoryBroker;
 use omnibox_core::pipeline::{CommitStrategy, Optimistic};
+use omnibox_core::processors::{OutboxOptions, outbox_processor_builder};
 use omnibox_core::{Shutdown, WorkerId};
 use omnibox_postgres::{PgDatabase, PgOutboxStore};
 use sqlx::AssertSqlSafe;

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
 use common::TestDb;
-use omnibox_core::factories::{InboxOptions, inbox_processor};
 use omnibox_core::model::Event;
 use omnibox_core::pipeline::{BatchResult, Processor};
+use omnibox_core::processors::{InboxOptions, inbox_processor};
 use omnibox_core::publisher::BoxFuture;
 use omnibox_core::store::{InsertEvents, Savepoints};
 use omnibox_core::{

@@ -98,8 +98,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use omnibox_core::{
-    backoff, clock, consumer, domain, envelope, error, factories, handler, inbox, maintenance,
-    memory, message, model, pipeline, publisher, relay, router, shutdown, store, wake, worker,
+    backoff, clock, consumer, domain, envelope, error, handler, inbox, maintenance, memory,
+    message, model, pipeline, processors, publisher, relay, router, shutdown, store, wake, worker,
 };
 
 /// The types an application names, without any module: `use omnibox::prelude::*;` never

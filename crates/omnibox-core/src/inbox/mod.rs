@@ -66,7 +66,7 @@
 //! - Effects the handler writes **through the connection it is given** commit exactly when
 //!   the row completes (effectively once); effects elsewhere are at-least-once. Delivery
 //!   itself is never exactly-once. The batch inbox processor
-//!   ([`inbox_processor`](crate::factories::inbox_processor)), whose handlers share one
+//!   ([`inbox_processor`](crate::processors::inbox_processor)), whose handlers share one
 //!   transaction, keeps the same guarantee by running each handler in a savepoint that a
 //!   failure rolls back (see [`HandlerStep`](crate::pipeline::steps::HandlerStep)).
 //!

@@ -19,8 +19,7 @@ use crate::model::{Event, EventStatus, InboxEvent};
 use crate::pipeline::steps::{TRANSIENT_RETRY_DELAY, after};
 use crate::shutdown::Shutdown;
 use crate::store::{
-    DeadLetter, DeadLetterStore, EventStore, InboxLookup, InsertEvents, Inserted, LockEvent,
-    LockOutcome, Settle, SettleEvents, Settlement, Transactions,
+    DeadLetter, InboxStore, Inserted, LockOutcome, Settle, Settlement, Transactions,
 };
 
 /// Consumes broker messages into the inbox: stores each under `(message_id,
@@ -176,12 +175,7 @@ impl<C, T, S, H> InboxRunner<C, T, S, H>
 where
     C: Consumer,
     T: Transactions,
-    S: EventStore<Event = InboxEvent, Conn = T::Conn>
-        + InsertEvents
-        + LockEvent
-        + SettleEvents
-        + InboxLookup
-        + DeadLetterStore,
+    S: InboxStore<Conn = T::Conn>,
     H: Handler<InboxEvent, T::Conn>,
 {
     /// Start the consumer (idempotent).

@@ -137,6 +137,14 @@ impl Event for InboxEvent {
     fn route(&self) -> &str {
         &self.0.source
     }
+
+    fn message_id(&self) -> Option<&str> {
+        Some(&self.0.message_id)
+    }
+
+    fn consumer_group(&self) -> Option<&str> {
+        Some(&self.0.consumer_group)
+    }
 }
 
 /// Builder for [`InboxEvent`].

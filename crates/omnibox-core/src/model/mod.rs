@@ -62,6 +62,21 @@ pub trait Event: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// and bounded metric labels.
     fn route(&self) -> &str;
 
+    /// The aggregate type (outbox events), else `None`.
+    fn aggregate_type(&self) -> Option<&str> {
+        None
+    }
+
+    /// The broker message id this event was received under (inbox events), else `None`.
+    fn message_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The consumer group that stored this event (inbox events), else `None`.
+    fn consumer_group(&self) -> Option<&str> {
+        None
+    }
+
     /// The event id.
     fn id(&self) -> uuid::Uuid {
         self.common().id

@@ -141,6 +141,10 @@ impl Event for OutboxEvent {
     fn route(&self) -> &str {
         &self.0.topic
     }
+
+    fn aggregate_type(&self) -> Option<&str> {
+        Some(&self.0.aggregate_type)
+    }
 }
 
 /// Optional fields shared by the outbox and inbox builders.

@@ -163,7 +163,7 @@ impl<S: EventStore, F> ProcessorBuilder<S, F> {
         self
     }
 
-    /// Lease length, as the factories hold it.
+    /// Lease length, as the processors hold it.
     pub(crate) fn lease_ttl_delta(mut self, ttl: TimeDelta) -> Self {
         self.inner.lease_ttl = ttl;
         self

@@ -10,9 +10,7 @@ use crate::handler::Handler;
 use crate::inbox::InboxRunner;
 use crate::model::InboxEvent;
 use crate::shutdown::Shutdown;
-use crate::store::{
-    DeadLetterStore, EventStore, InboxLookup, InsertEvents, LockEvent, SettleEvents, Transactions,
-};
+use crate::store::{InboxStore, Transactions};
 
 /// Default first pause before restarting a consumer that failed to start.
 pub const DEFAULT_RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -138,12 +136,7 @@ impl<C, T, S, H> InboxWorker<C, T, S, H>
 where
     C: Consumer,
     T: Transactions,
-    S: EventStore<Event = InboxEvent, Conn = T::Conn>
-        + InsertEvents
-        + LockEvent
-        + SettleEvents
-        + InboxLookup
-        + DeadLetterStore,
+    S: InboxStore<Conn = T::Conn>,
     H: Handler<InboxEvent, T::Conn>,
 {
     /// Consume until `shutdown` is requested (see the type docs for stop and abort). Takes

@@ -6,12 +6,12 @@ use std::time::Duration;
 use super::Stopped;
 use crate::backoff::{Backoff, Jitter};
 use crate::error::{Error, ValidationError};
-use crate::model::{OutboxEvent, WorkerId};
+use crate::model::WorkerId;
 use crate::pipeline::BatchResult;
 use crate::publisher::Publisher;
 use crate::relay::OutboxRelay;
 use crate::shutdown::Shutdown;
-use crate::store::{ClaimEvents, EventStore, RefreshLeases, SettleEvents, Transactions};
+use crate::store::{EventStore, OutboxStore, Transactions};
 use crate::wake::{Poll, Wakeup, Woken};
 
 /// Default wait after an empty claim when no notification arrives.
@@ -236,7 +236,7 @@ impl<S: EventStore, P, T, W> RelayWorkerBuilder<S, P, T, W> {
     /// backoff range.
     pub fn build(self) -> Result<RelayWorker<S, P, T, W>, Error>
     where
-        S: ClaimEvents + SettleEvents + RefreshLeases + EventStore<Event = OutboxEvent>,
+        S: OutboxStore,
     {
         if self.poll_interval.is_zero() {
             return Err(ValidationError::OutOfRange {
@@ -301,7 +301,7 @@ fn next_step(r: &BatchResult) -> Next {
 
 impl<S, P, T, W> RelayWorker<S, P, T, W>
 where
-    S: ClaimEvents + SettleEvents + RefreshLeases + EventStore<Event = OutboxEvent>,
+    S: OutboxStore,
     P: Publisher,
     T: Transactions<Conn = S::Conn>,
     W: Wakeup,

@@ -55,7 +55,7 @@ struct Inner {
 /// A skipped event counts as a success.
 ///
 /// The state is shared across batches and workers of this process: clones share it.
-/// **Place it before the handler/publish step** (the factories do): placed after, it would
+/// **Place it before the handler/publish step** (the processors do): placed after, it would
 /// only stop the batch after that event was already handled. In `on_batch_start` it leaves a
 /// [`BatchAllowance`] (0 while open, 1 when a probe is due) that the concurrent mode of
 /// [`PublishStep`](super::PublishStep) honours. Emits [`Metric::Circuit`] on every change.

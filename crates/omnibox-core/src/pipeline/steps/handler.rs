@@ -47,8 +47,8 @@ pub(crate) const NO_CONNECTION: &str = "the handler needs the batch's connection
 /// its failure record (and the retry would apply them again), and in PostgreSQL one failed
 /// statement aborts the whole transaction, so the batch's settlement fails, nothing is
 /// recorded and the same batch is claimed again and again. With
-/// [`HandlerStep::savepoints`] (the [`inbox_processor`](crate::factories::inbox_processor)
-/// factories set it) the step takes a savepoint before the handler, **releases** it when the
+/// [`HandlerStep::savepoints`] (the [`inbox_processor`](crate::processors::inbox_processor)
+/// processors set it) the step takes a savepoint before the handler, **releases** it when the
 /// handler completed or skipped, and **rolls back** to it (then releases it) on any
 /// failure — `Err`, `Retry`, timeout or panic — so the failure is recorded with none of the
 /// handler's writes, and the rest of the batch goes on in a healthy transaction:

@@ -7,13 +7,13 @@
 //! | [`SiblingDedupStep`] | inbox | completes an event as a duplicate when a sibling with the same `(message_id, consumer_group)` already completed |
 //! | [`CircuitBreakerStep`] | any | stops batches while the downstream keeps failing; place it **before** the handler/publish step |
 //! | [`MetricsStep`] | any | reports each event's verdict (completed / failed / skipped) |
-//! | [`DeadLetterStep`] | any | extra side effect (DLQ topic, alert) when an event spends its last attempt |
+//! | [`DeadLetterNotifyStep`] | any | extra side effect (DLQ topic, alert) when an event spends its last attempt |
 //!
 //! Every step leaves each event it decides in a defined state (completed, failed, or
 //! released by the processor); none leaves a lease behind.
 
 mod circuit_breaker;
-mod dead_letter;
+mod dead_letter_notify;
 mod handler;
 mod metrics;
 mod publish;
@@ -29,7 +29,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 pub use circuit_breaker::{
     CircuitBreakerStep, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RECOVERY_TIMEOUT,
 };
-pub use dead_letter::{DeadLetterHandler, DeadLetterStep, DynDeadLetterHandler};
+pub use dead_letter_notify::{DeadLetterHandler, DeadLetterNotifyStep, DynDeadLetterHandler};
 pub use handler::{HandlerSavepoints, HandlerStep, NoSavepoints};
 pub use metrics::MetricsStep;
 pub use publish::PublishStep;

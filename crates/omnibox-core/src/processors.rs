@@ -1,16 +1,16 @@
 //! Ready-made processors (§5.8 of the reference) with a fixed, documented step order:
 //!
 //! - [`outbox_processor`]: `[circuit breaker] → before… → PublishStep → after… → MetricsStep
-//!   → [DeadLetterStep]`;
+//!   → [DeadLetterNotifyStep]`;
 //! - [`inbox_processor`]: `[circuit breaker] → before… → [SiblingDedupStep] → HandlerStep →
-//!   after… → MetricsStep → [DeadLetterStep]`;
+//!   after… → MetricsStep → [DeadLetterNotifyStep]`;
 //! - [`dispatching_processor`]: the inbox processor with a [`Router`](crate::router::Router)
 //!   as its handler.
 //!
 //! The circuit breaker sits first so that an open breaker stops the batch before any
 //! broker or handler call.
 //!
-//! The inbox factories run every handler inside a savepoint of the store
+//! The inbox processors run every handler inside a savepoint of the store
 //! ([`Savepoints`]): in a batch all handlers share the caller's one transaction, and the
 //! savepoint is what keeps them apart. A handler that fails (error, `Retry`, timeout,
 //! panic) has its writes rolled back to the savepoint while its failure is recorded, so the
@@ -40,7 +40,7 @@ use crate::pipeline::{CommitStrategy, DynStep, Processor, ProcessorBuilder, Step
 use crate::publisher::Publisher;
 use crate::store::{EventStore, Filters, InboxLookup, Savepoints};
 
-/// Settings shared by both factories.
+/// Settings shared by both processors.
 macro_rules! common_setters {
     ($event:ty) => {
         /// Job name (metrics label, logs).
@@ -362,7 +362,7 @@ where
     }
     b = b.add_step(MetricsStep);
     if let Some(d) = opts.dead_letter {
-        b = b.add_step(crate::pipeline::steps::DeadLetterStep::new(d));
+        b = b.add_step(crate::pipeline::steps::DeadLetterNotifyStep::new(d));
     }
     Ok(b)
 }
@@ -370,7 +370,7 @@ where
 /// An outbox processor publishing to `publisher`.
 ///
 /// ```
-/// use omnibox_core::factories::{outbox_processor, OutboxOptions};
+/// use omnibox_core::processors::{outbox_processor, OutboxOptions};
 /// use omnibox_core::memory::{MemoryBroker, MemoryDb, MemoryOutboxStore};
 ///
 /// let processor = outbox_processor(
@@ -433,7 +433,7 @@ where
     }
     b = b.add_step(MetricsStep);
     if let Some(d) = opts.dead_letter {
-        b = b.add_step(crate::pipeline::steps::DeadLetterStep::new(d));
+        b = b.add_step(crate::pipeline::steps::DeadLetterNotifyStep::new(d));
     }
     Ok(b)
 }

@@ -1,4 +1,6 @@
-//! [`DeadLetterStep`]: extra side effects when an event spends its last attempt.
+//! [`DeadLetterNotifyStep`]: extra side effects (alerts, a DLQ topic) when an event spends its
+//! last attempt. The dead-letter row itself is written by the store, in the transaction that
+//! records the last failure; this step only notifies.
 
 use std::future::Future;
 use std::time::Duration;
@@ -85,12 +87,12 @@ impl<E: Sync, D: DeadLetterHandler<E>> DeadLetterHandler<E> for &D {
 /// handler already ran, so the side effect is at-least-once. Calls are bounded by a timeout
 /// (default 30 s).
 #[derive(Debug, Clone)]
-pub struct DeadLetterStep<D> {
+pub struct DeadLetterNotifyStep<D> {
     handler: D,
     timeout: Duration,
 }
 
-impl<D> DeadLetterStep<D> {
+impl<D> DeadLetterNotifyStep<D> {
     /// A step calling `handler`.
     pub fn new(handler: D) -> Self {
         Self {
@@ -106,7 +108,7 @@ impl<D> DeadLetterStep<D> {
     }
 }
 
-impl<E, C, D> Step<E, C> for DeadLetterStep<D>
+impl<E, C, D> Step<E, C> for DeadLetterNotifyStep<D>
 where
     E: Event,
     C: Send,
@@ -183,7 +185,7 @@ mod tests {
     async fn only_a_counted_failure_on_the_last_attempt_dead_letters() {
         let fx = Fixture::new();
         let sink = Collect::default();
-        let step = DeadLetterStep::new(&sink);
+        let step = DeadLetterNotifyStep::new(&sink);
         let events = [
             with_attempts(&outbox("t", "last"), 5, 6),
             with_attempts(&outbox("t", "early"), 4, 6),
@@ -205,7 +207,7 @@ mod tests {
         );
 
         let sink = Collect::default();
-        let step = DeadLetterStep::new(&sink);
+        let step = DeadLetterNotifyStep::new(&sink);
         let mut ctx = fx.ctx::<OutboxEvent, ()>(None);
         drive(
             &[&FailAll(FailureKind::Transient), &step],
@@ -223,7 +225,7 @@ mod tests {
     async fn handler_errors_do_not_change_the_verdict() {
         let fx = Fixture::new();
         let sink = Collect(Mutex::default(), true);
-        let step = DeadLetterStep::new(&sink);
+        let step = DeadLetterNotifyStep::new(&sink);
         let events = [with_attempts(&outbox("t", "last"), 5, 6)];
         let mut ctx = fx.ctx::<OutboxEvent, ()>(None);
         let v = drive(
