@@ -1,4 +1,4 @@
-//! Retry backoff with jitter (§17 of the reference).
+//! Retry backoff with jitter (omni-box's defaults).
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Domain rules (§3 of the reference): pure state transitions on events.
+//! Domain rules: pure state transitions on events.
 //!
 //! Each transition takes the event and returns a new, re-validated event; nothing here
 //! touches storage. Stores implement the same rules in SQL; the in-memory store calls these
@@ -203,7 +203,7 @@ impl Domain {
     }
 
     /// Keep a retry time inside `[created_at, created_at + max_future]`, so a far retry can
-    /// never produce a row that later fails validation (reference bug 11).
+    /// never produce a row that later fails validation.
     pub fn clamp_schedule(&self, created_at: DateTime<Utc>, at: DateTime<Utc>) -> DateTime<Utc> {
         at.max(created_at)
             .min(created_at + self.limits.schedule_max_future)
@@ -229,7 +229,7 @@ impl Domain {
 }
 
 /// The `last_error` written when an expired lease is recovered; the attempt counts, so a
-/// row that keeps crashing its worker ends `failed` instead of looping (reference bug 15).
+/// row that keeps crashing its worker ends `failed` instead of looping.
 pub fn lease_expired_error(previous_owner: &str) -> String {
     format!("lease expired: worker `{previous_owner}` did not finish in time")
 }

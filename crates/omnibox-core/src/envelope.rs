@@ -1,5 +1,5 @@
 //! Wire format: converters that turn an outbox event into a message body and headers, and
-//! the parser that turns a received message back into inbox fields (§8, §9 of the reference).
+//! the parser that turns a received message back into inbox fields (as omni-box 0.3.1 writes and reads them).
 //!
 //! Bodies are compact JSON in omni-box's field order, so Python and Rust services read each
 //! other's messages.
@@ -198,7 +198,7 @@ pub struct MessageOrigin {
 ///
 /// Malformed input (empty body, invalid JSON, non-object payload, non-string metadata) is
 /// returned as a [`MalformedMessage`] carrying the body, so the caller can dead-letter and
-/// acknowledge it instead of looping (reference bug 8).
+/// acknowledge it instead of looping.
 #[allow(clippy::result_large_err)] // the error carries the body so it can be dead-lettered
 pub fn parse_message(
     body: &[u8],

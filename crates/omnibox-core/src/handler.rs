@@ -14,8 +14,7 @@ pub enum HandlerOutcome {
     /// Done: the event is completed.
     Completed,
     /// Deliberately not handled (not for us, obsolete): the event is completed as skipped,
-    /// so it is never handed out again. (omni-box left skipped rows locked and pending —
-    /// its bug 3.)
+    /// so it is never handed out again. (omni-box left skipped rows locked and pending.)
     Skipped {
         /// Why (logged; not stored).
         reason: String,

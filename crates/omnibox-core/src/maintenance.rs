@@ -1,4 +1,4 @@
-//! Maintenance (§13 of the reference): release stale leases and delete old completed
+//! Maintenance: release stale leases and delete old completed
 //! events, in bounded batches, each batch in its own short transaction. There is no
 //! scheduler: call these at the cadence you want (e.g. every minute / every hour).
 
@@ -10,9 +10,9 @@ use crate::error::{Error, StoreError, ValidationError};
 use crate::metrics::{Metric, MetricsSink, NoopMetrics};
 use crate::store::{CleanupCompleted, EventStore, ReleaseStale, StaleReport, Transactions};
 
-/// Default rows per cleanup batch (reference constant).
+/// Default rows per cleanup batch (omni-box's).
 pub const DEFAULT_CLEANUP_BATCH_SIZE: u32 = 1000;
-/// Default cap on batches per call (reference constant).
+/// Default cap on batches per call (omni-box's).
 pub const DEFAULT_MAX_ITERATIONS: u32 = 10_000;
 
 /// Maintenance jobs over one store.
@@ -93,8 +93,8 @@ impl<S: EventStore> Maintenance<S> {
 
     /// Release leases older than `ttl`, up to `batch` per transaction, until a batch finds
     /// fewer than `batch` (or the iteration cap is hit). Each release **spends one attempt**
-    /// (a crash-looping event ends `failed` and dead-lettered instead of retrying forever —
-    /// the reference's bug 15); `StaleReport::failed` counts those.
+    /// (a crash-looping event ends `failed` and dead-lettered instead of retrying forever);
+    /// `StaleReport::failed` counts those.
     ///
     /// Batches already committed stay committed when a later one fails; the error is
     /// returned and the partial totals are logged and reported as metrics.

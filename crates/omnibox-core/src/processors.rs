@@ -1,4 +1,4 @@
-//! Ready-made processors (§5.8 of the reference) with a fixed, documented step order:
+//! Ready-made processors with a fixed, documented step order:
 //!
 //! - [`outbox_processor`]: `[circuit breaker] → before… → PublishStep → after… → MetricsStep
 //!   → [DeadLetterNotifyStep]`;

@@ -1,4 +1,4 @@
-//! The outbox relay (the reference's `OutboxPublisher`, §6): claims due outbox events and
+//! The outbox relay (omni-box's `OutboxPublisher`): claims due outbox events and
 //! publishes them to a broker.
 //!
 //! Delivery is **at least once**: the broker call happens before the result is written, so a
@@ -337,7 +337,7 @@ where
             .await
     }
 
-    /// Publish one batch inside the caller's transaction `conn` (the reference's mode): the
+    /// Publish one batch inside the caller's transaction `conn` (omni-box's mode): the
     /// claim's row locks are held while publishing; the caller commits afterwards. Simpler,
     /// but a slow broker keeps a transaction open.
     pub async fn publish_batch_in(

@@ -276,7 +276,7 @@ pub struct StaleReport {
     pub failed: u64,
 }
 
-/// Release leases older than `ttl`, counting one attempt per release (reference bug 15).
+/// Release leases older than `ttl`, counting one attempt per release, so a row that keeps crashing its worker ends failed.
 pub trait ReleaseStale: EventStore {
     /// Release at most `limit` stale leases.
     fn release_stale(

@@ -52,8 +52,8 @@
 //! | `backlog_failed` | gauge | events | table | `Backlog` |
 //! | `backlog_dead_letters` | gauge | letters | table | `Backlog` |
 //!
-//! `handler_duration_seconds` is measured around the handler or broker call alone; the
-//! reference measured from after the handler to the end of the batch (its bug 4). Events
+//! `handler_duration_seconds` is measured around the handler or broker call alone; omni-box
+//! measured from after the handler to the end of the batch. Events
 //! completed without handling are counted under `events_skipped_total` with their reason,
 //! never as duplicates; `messages_duplicate_total` counts only broker messages the
 //! consumer group had already handled.

@@ -14,7 +14,7 @@ const SUITE: &str = "inbox store";
 
 /// Run every inbox store check: the generic store checks (see
 /// [`crate::outbox_store_conformance`]) plus dedup by `(message_id, consumer_group)`
-/// (also within one `insert_many`, reference bug 9), lookups, `try_lock` with
+/// (also within one `insert_many`), lookups, `try_lock` with
 /// `ignore_schedule`, and the absence of per-key ordering. `make` returns a fresh,
 /// isolated database handle and store for each check.
 ///

@@ -51,7 +51,7 @@ where
 }
 
 /// The optimistic path's `fetch_pending` hands out only the head of each
-/// `(topic, partition_key)` too (reference bug 14: ordering existed on one fetch path only).
+/// `(topic, partition_key)` too (omni-box ordered on one fetch path only).
 async fn fetch_pending_returns_key_heads<T, S>(h: &Harness<'_, T, S>)
 where
     T: Transactions,

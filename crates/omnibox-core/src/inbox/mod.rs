@@ -7,11 +7,11 @@
 //! 1. **Build** an [`InboxEvent`](crate::InboxEvent) from the message and the runner's
 //!    consumer group. A malformed delivery, or a message that fails validation, is written as
 //!    a [`DeadLetter`](crate::store::DeadLetter) in its own transaction and then acknowledged —
-//!    it would fail identically on every redelivery (omni-box looped on it: bug 8). If that
+//!    it would fail identically on every redelivery (omni-box looped on it). If that
 //!    write fails the message is handed back, so nothing is lost.
 //! 2. **Store** it with dedup (`insert`). A row that already *completed* is a duplicate:
 //!    acknowledge without handling. A row that already *failed* (budget spent, dead-lettered)
-//!    is acknowledged too — omni-box rewound it forever and wedged the partition (bug 6).
+//!    is acknowledged too — omni-box rewound it forever and wedged the partition.
 //! 3. **Lock** the row (`try_lock`, ignoring its retry schedule: the message is here now).
 //!    Another worker's live lease: that worker finishes, so the message is handed back with a
 //!    delay (or acknowledged where a durable row is enough, see the table); the redelivery
@@ -53,11 +53,11 @@
 //!
 //! Notes:
 //! - `AtMostOnce` acknowledges before anything else and never hands a message back
-//!   afterwards (omni-box rewound after its early commit: bug 7). Handler failures are still
+//!   afterwards (omni-box rewound after its early commit). Handler failures are still
 //!   recorded on the row, so a batch inbox processor may retry them.
 //! - `AtLeastOnce(OnPersist)` acknowledges only once the row is durable — completed, or
 //!   pending with the failure recorded for a batch inbox processor to retry. omni-box acked
-//!   after rolling the row back, losing the message (bug 5).
+//!   after rolling the row back, losing the message.
 //! - `AtLeastOnce(OnSuccess)` and `ExactlyOnceInbox` take the same steps here: every
 //!   strategy dedups through the inbox row, so a redelivery of a completed message never
 //!   runs the handler again. Both acknowledge only after the handler's transaction committed,

@@ -316,7 +316,7 @@ where
     }
 
     /// A message that cannot become an inbox event: dead-letter it, then acknowledge — it
-    /// would fail the same way on every redelivery (reference bug 8).
+    /// would fail the same way on every redelivery.
     async fn handle_malformed(
         &self,
         malformed: Box<MalformedMessage>,
@@ -774,7 +774,7 @@ where
     }
 
     /// Hand the message back. Returns whether it counts as acknowledged: `true` only when it
-    /// was acknowledged before (at most once: never handed back afterwards, reference bug 7).
+    /// was acknowledged before (at most once: never handed back afterwards).
     async fn nack(
         &self,
         slot: &mut AckSlot<C::Ack>,

@@ -146,7 +146,7 @@ impl EventCommon {
         Ok(())
     }
 
-    /// Check the cross-field invariants (§2.3): schedule window, completion, attempts, lock.
+    /// Check the cross-field invariants: schedule window, completion, attempts, lock.
     pub fn check_invariants(&self, limits: &Limits) -> Result<(), ValidationError> {
         if self.max_attempts == 0 {
             return Err(ValidationError::OutOfRange {

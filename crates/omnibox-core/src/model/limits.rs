@@ -1,4 +1,4 @@
-//! Validation limits (omni-box's defaults, §17 of the reference).
+//! Validation limits (omni-box's defaults).
 
 use chrono::TimeDelta;
 

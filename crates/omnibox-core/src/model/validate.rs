@@ -1,4 +1,4 @@
-//! Field validators shared by every event kind (§2.3–2.6 of the reference).
+//! Field validators shared by every event kind.
 
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ pub fn json_type(v: &Value) -> &'static str {
 
 /// Check a payload: a non-empty object whose compact JSON fits the limit.
 ///
-/// `serde_json` cannot hold NaN or infinities, so the reference's NaN check holds by
+/// `serde_json` cannot hold NaN or infinities, so omni-box's NaN check holds by
 /// construction.
 pub fn payload(value: Value, limits: &Limits) -> Result<Payload, ValidationError> {
     let map = match value {

@@ -8,7 +8,7 @@ use crate::error::ValidationError;
 /// A validated worker id: trimmed, 1–255 characters of `[A-Za-z0-9.-/:]`.
 ///
 /// omni-box normalised the id only when claiming and compared raw strings everywhere else,
-/// so a padded id locked rows it could never complete (its bug 10). Here the id is checked
+/// so a padded id locked rows it could never complete. Here the id is checked
 /// once, at construction, and every store call takes this type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkerId(String);

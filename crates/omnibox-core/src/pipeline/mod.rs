@@ -1,6 +1,6 @@
-//! The processing pipeline (§5 of the reference): a processor that claims a batch, runs a
+//! The processing pipeline: a processor that claims a batch, runs a
 //! list of steps for each event and settles every event it touched — completed, failed
-//! (counted or not), or released — so no lease is left behind (reference bugs 2 and 3).
+//! (counted or not), or released — so no lease is left behind.
 
 mod context;
 mod fetch;

@@ -1,4 +1,4 @@
-//! The event router (§10 of the reference): inbox handlers keyed by `(event_type, source)`.
+//! The event router: inbox handlers keyed by `(event_type, source)`.
 //!
 //! A [`Router`] maps each inbox event to one handler, looked up by the event's
 //! `event_type` and `source` (the topic / queue / subject it came from, unless the
@@ -21,7 +21,7 @@
 //! migrating the payload to another registered version through its schema registry, which
 //! has no counterpart here (do such migrations inside the handler); and every registration
 //! names its source explicitly, so the class-attribute-wins surprise of `register_instance`
-//! (reference bug 17) cannot happen.
+//! cannot happen.
 //!
 //! ```
 //! use omnibox_core::router::{Router, UnmatchedPolicy};
@@ -84,7 +84,7 @@ use crate::publisher::BoxFuture;
 pub enum UnmatchedPolicy {
     /// A counted failure with the message `No handler for source=… event_type=… v=…`: the
     /// event is retried with backoff and ends dead-lettered after its last attempt (the
-    /// reference's behaviour).
+    /// omni-box's behaviour).
     #[default]
     Fail,
     /// Complete the event as skipped: it is never handed out again.

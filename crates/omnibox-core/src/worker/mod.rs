@@ -19,7 +19,7 @@
 //!
 //! # Shutdown
 //!
-//! Every worker takes a [`Shutdown`](crate::Shutdown). The **first** trigger is graceful:
+//! Every worker takes a [`Shutdown`]. The **first** trigger is graceful:
 //! stop claiming (and receiving), let the batch or message in flight finish — a relay batch
 //! settles every event it claimed (published ones complete, the rest are released with no
 //! attempt spent), an inbox message is handled, committed and acknowledged — stop the

@@ -51,7 +51,7 @@ struct Inner {
 ///   the breaker, its failure re-opens it with a fresh timer.
 ///
 /// Only verdicts move the counter: an event the breaker itself stopped (no verdict) neither
-/// resets nor counts (omni-box reset its breaker on the very event it stopped — its bug 1).
+/// resets nor counts (omni-box reset its breaker on the very event it stopped).
 /// A skipped event counts as a success.
 ///
 /// The state is shared across batches and workers of this process: clones share it.

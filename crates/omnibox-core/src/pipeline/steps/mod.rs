@@ -37,13 +37,13 @@ pub use sibling_dedup::SiblingDedupStep;
 
 use crate::backoff::Backoff;
 
-/// Default time a handler may run (reference: 30 s).
+/// Default time a handler may run (omni-box's: 30 s).
 pub const DEFAULT_HANDLER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default time a publish may take until the broker acknowledged (reference: 30 s).
+/// Default time a publish may take until the broker acknowledged (omni-box's: 30 s).
 pub const DEFAULT_PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
-/// Delay before an uncounted (transient) failure is retried (reference: 1 s).
+/// Delay before an uncounted (transient) failure is retried (omni-box's: 1 s).
 pub const TRANSIENT_RETRY_DELAY: Duration = Duration::from_secs(1);
-/// Skip reason recorded for a duplicate sibling (reference constant).
+/// Skip reason recorded for a duplicate sibling (omni-box's).
 pub const REASON_DUPLICATE_SIBLING: &str = "duplicate_sibling";
 
 /// How many events of the current batch upstream steps will let through, stored in the

@@ -10,7 +10,7 @@ use crate::store::InboxLookup;
 /// Inbox step: when another event with the same `(message_id, consumer_group)` already
 /// completed (possible in partitioned tables, whose unique index includes `created_at`),
 /// this event is **completed** as skipped with reason `"duplicate_sibling"` and the handler
-/// does not run. (omni-box left such rows locked and pending — its bug 3.)
+/// does not run. (omni-box left such rows locked and pending.)
 ///
 /// It needs the batch's connection (`process_batch`); without one, or when the lookup
 /// fails, the event fails (transient store errors uncounted, retried in 1 s) and the handler
