@@ -1,6 +1,6 @@
 //! A cloneable shutdown signal: drain first, abort on a second request.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 pub use tokio_util::sync::CancellationToken;
@@ -14,6 +14,9 @@ struct Inner {
     abort: CancellationToken,
     /// Abort on its own this long after the drain began.
     drain_timeout: Option<Duration>,
+    /// When the drain deadline passes: set by the first waiter that sees the drain, so
+    /// every waiter, early or late, aborts at the same moment.
+    deadline: OnceLock<tokio::time::Instant>,
 }
 
 /// Cloneable shutdown signal shared by every worker of a process.
@@ -56,6 +59,7 @@ impl From<CancellationToken> for Shutdown {
             drain: token,
             abort: CancellationToken::new(),
             drain_timeout: None,
+            deadline: OnceLock::new(),
         }))
     }
 }
@@ -85,6 +89,7 @@ impl Shutdown {
             drain: self.0.drain.clone(),
             abort: self.0.abort.clone(),
             drain_timeout: Some(timeout),
+            deadline: OnceLock::new(),
         }))
     }
 
@@ -127,7 +132,11 @@ impl Shutdown {
                     () = self.0.abort.cancelled() => {}
                     () = async {
                         self.0.drain.cancelled().await;
-                        tokio::time::sleep(timeout).await;
+                        let deadline = *self
+                            .0
+                            .deadline
+                            .get_or_init(|| tokio::time::Instant::now() + timeout);
+                        tokio::time::sleep_until(deadline).await;
                     } => {
                         tracing::warn!(timeout_ms = timeout.as_millis() as u64, "drain timeout passed: aborting");
                         self.0.abort.cancel();
@@ -188,5 +197,23 @@ mod tests {
         s.abort_requested().await;
         assert!(started.elapsed() >= Duration::from_secs(5));
         assert!(s.is_abort_requested());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_waiter_aborts_at_the_same_deadline() {
+        let s = Shutdown::new().drain_timeout(Duration::from_secs(5));
+        s.trigger();
+        let early = {
+            let s = s.clone();
+            tokio::spawn(async move { s.abort_requested().await })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = tokio::time::Instant::now();
+        s.abort_requested().await; // a waiter created 3 s into the drain
+        assert!(
+            started.elapsed() <= Duration::from_secs(2),
+            "the deadline must not restart"
+        );
+        early.await.unwrap();
     }
 }
