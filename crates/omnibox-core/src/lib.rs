@@ -30,7 +30,7 @@
 //! | ready-made step orders | [`processors::outbox_processor`], [`processors::inbox_processor`] | `processors.rs` |
 //! | the relay (one batch) | [`relay::OutboxRelay`] | `relay.rs` |
 //! | the inbox (one message) | [`inbox::InboxRunner`], [`inbox::AckStrategy`] | `inbox/runner.rs`, `inbox/strategy.rs` |
-//! | long-running workers and shutdown | [`worker::RelayWorker`], [`worker::InboxWorker`], [`worker::MaintenanceWorker`], [`Shutdown`] | `worker/relay.rs`, `worker/inbox.rs`, `worker/maintenance.rs`, `shutdown.rs` |
+//! | long-running workers and shutdown | [`worker::RelayWorker`], [`worker::InboxWorker`], [`worker::MaintenanceWorker`], [`Shutdown`] | `relay/worker.rs`, `inbox/worker.rs`, `maintenance/worker.rs`, `shutdown.rs` |
 //! | waking the relay | [`wake::Wakeup`] | `wake.rs` |
 //! | stale leases, retention | [`maintenance::Maintenance`] | `maintenance.rs` |
 //! | handlers and their errors | [`Handler`], [`HandlerOutcome`], [`HandlerError`] | `handler.rs`, `error.rs` |

@@ -268,5 +268,7 @@ impl<S: EventStore> Maintenance<S> {
     }
 }
 
+pub(crate) mod worker;
+
 #[cfg(test)]
 mod tests;

@@ -361,5 +361,7 @@ where
     }
 }
 
+pub(crate) mod worker;
+
 #[cfg(test)]
 mod tests;

@@ -82,6 +82,7 @@ mod builder;
 mod outcome;
 mod runner;
 mod strategy;
+pub(crate) mod worker;
 
 pub use builder::{
     DEFAULT_IDLE_BACKOFF_MAX, DEFAULT_IDLE_BACKOFF_MIN, DEFAULT_PROCESS_TIMEOUT,

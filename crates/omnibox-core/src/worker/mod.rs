@@ -56,9 +56,18 @@
 
 use crate::shutdown::Shutdown;
 
-pub mod inbox;
-pub mod maintenance;
-pub mod relay;
+/// The inbox worker and its defaults (in `inbox/worker.rs`, beside the runner).
+pub mod inbox {
+    pub use crate::inbox::worker::*;
+}
+/// The maintenance worker and its defaults (in `maintenance/worker.rs`).
+pub mod maintenance {
+    pub use crate::maintenance::worker::*;
+}
+/// The relay worker and its defaults (in `relay/worker.rs`, beside the relay).
+pub mod relay {
+    pub use crate::relay::worker::*;
+}
 
 pub use inbox::{
     DEFAULT_RESTART_BACKOFF_MAX, DEFAULT_RESTART_BACKOFF_MIN, InboxWorker, InboxWorkerBuilder,
@@ -70,7 +79,11 @@ pub use relay::{
 };
 
 /// Drive `run` (which watches `shutdown`) and trigger `shutdown` once `signal` completes.
-async fn until<T>(shutdown: &Shutdown, signal: impl Future, run: impl Future<Output = T>) -> T {
+pub(crate) async fn until<T>(
+    shutdown: &Shutdown,
+    signal: impl Future,
+    run: impl Future<Output = T>,
+) -> T {
     let mut run = std::pin::pin!(run);
     tokio::select! {
         out = &mut run => return out,

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use super::Stopped;
 use crate::backoff::{Backoff, Jitter};
 use crate::consumer::Consumer;
 use crate::error::{Error, ValidationError};
@@ -11,6 +10,7 @@ use crate::inbox::InboxRunner;
 use crate::model::InboxEvent;
 use crate::shutdown::Shutdown;
 use crate::store::{InboxStore, Transactions};
+use crate::worker::Stopped;
 
 /// Default first pause before restarting a consumer that failed to start.
 pub const DEFAULT_RESTART_BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -184,6 +184,6 @@ where
     /// [`run`](Self::run) until `signal` completes (any future), then drain gracefully.
     pub async fn run_until(&mut self, signal: impl Future) -> Stopped {
         let shutdown = Shutdown::new();
-        super::until(&shutdown, signal, self.run(&shutdown)).await
+        crate::worker::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Stopped;
 use crate::backoff::{Backoff, Jitter};
 use crate::error::{Error, ValidationError};
 use crate::model::WorkerId;
@@ -13,6 +12,7 @@ use crate::relay::OutboxRelay;
 use crate::shutdown::Shutdown;
 use crate::store::{EventStore, OutboxStore, Transactions};
 use crate::wake::{Poll, Wakeup, Woken};
+use crate::worker::Stopped;
 
 /// Default wait after an empty claim when no notification arrives.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -88,7 +88,7 @@ impl RelaySummary {
 /// call and releases the events it can no longer prove it owns (see the
 /// [relay module](crate::relay)).
 ///
-/// Shutdown: see the [module docs](super). Run several workers (each with its own
+/// Shutdown: see the [worker module docs](crate::worker). Run several workers (each with its own
 /// [`WorkerId`]) for more throughput; they never claim the same event.
 ///
 /// ```
@@ -387,7 +387,7 @@ where
     /// oneshot, …), then drain gracefully.
     pub async fn run_until(&mut self, signal: impl Future) -> RelaySummary {
         let shutdown = Shutdown::new();
-        super::until(&shutdown, signal, self.run(&shutdown)).await
+        crate::worker::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }
 

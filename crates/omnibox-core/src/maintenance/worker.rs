@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use super::Stopped;
 use crate::error::{Error, ValidationError};
 use crate::maintenance::{DEFAULT_CLEANUP_BATCH_SIZE, Maintenance};
 use crate::shutdown::Shutdown;
 use crate::store::{CleanupCompleted, EventStore, ReleaseStale, Transactions};
+use crate::worker::Stopped;
 
 /// Default age after which a lease is stale.
 pub const DEFAULT_STALE_AFTER: TimeDelta = TimeDelta::minutes(10);
@@ -237,6 +237,6 @@ where
     /// [`run`](Self::run) until `signal` completes (any future), then stop gracefully.
     pub async fn run_until(&self, signal: impl Future) -> MaintenanceSummary {
         let shutdown = Shutdown::new();
-        super::until(&shutdown, signal, self.run(&shutdown)).await
+        crate::worker::until(&shutdown, signal, self.run(&shutdown)).await
     }
 }
