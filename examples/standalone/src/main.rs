@@ -105,7 +105,7 @@ async fn run(pool: &PgPool, schema: &str, bootstrap: &str) -> Result {
     );
     let config = PgStoreConfig::new().schema(schema);
     migrate(pool, &config).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "CREATE TABLE {schema}.credits (customer text, points int);
          CREATE TABLE {schema}.orders (id uuid PRIMARY KEY, customer text)"
     )))
