@@ -36,8 +36,6 @@ use omnibox::pipeline::steps::CircuitBreakerStep;
 use omnibox::postgres::sqlx::postgres::PgPoolOptions;
 use omnibox::postgres::sqlx::{self, AssertSqlSafe, PgConnection, PgPool};
 use omnibox::postgres::{PgDatabase, PgInboxStore, PgOutboxStore, PgStoreConfig};
-use omnibox::rabbitmq::lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
-use omnibox::rabbitmq::lapin::types::FieldTable;
 use omnibox::rabbitmq::lapin::{Connection, ConnectionProperties};
 use omnibox::rabbitmq::{
     ConsumerOptions, PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode,
@@ -48,8 +46,7 @@ use omnibox::worker::MaintenanceWorker;
 use omnibox::{Handler, HandlerOutcome, HandlerResult, InboxEvent, OutboxEvent, Publisher};
 use omnibox::{Shutdown, WorkerId};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type Result<T = ()> = std::result::Result<T, BoxError>;
+use omnibox_examples::{Result, rabbit};
 
 fn env_or(var: &str, default: &str) -> String {
     std::env::var(var)
@@ -200,29 +197,6 @@ async fn produce(
     }
 }
 
-async fn declare_queue(conn: &Connection, queue: &str) -> Result {
-    let ch = conn.create_channel().await?;
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.close(200, "OK".into()).await?;
-    Ok(())
-}
-
-async fn delete_queue(conn: &Connection, queue: &str) -> Result {
-    let ch = conn.create_channel().await?;
-    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
-        .await?;
-    ch.close(200, "OK".into()).await?;
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> Result {
     let seconds: u64 = env_or("PREVIEW_SECONDS", "180").parse()?;
@@ -254,16 +228,14 @@ async fn main() -> Result {
     )))
     .execute(&pool)
     .await?;
-    let rabbit = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
-    declare_queue(&rabbit, &queue).await?;
+    let conn = Connection::connect(&amqp_url, ConnectionProperties::default()).await?;
+    rabbit::declare_queue(&conn, &queue).await?;
     println!("schema {schema}, queue {queue}, {seconds} s");
 
     let outcome = run(&pool, &config, &schema, &queue, &amqp_url, seconds).await;
 
-    if let Err(e) = delete_queue(&rabbit, &queue).await {
-        eprintln!("deleting queue {queue}: {e}");
-    }
-    let _ = rabbit.close(200, "bye".into()).await;
+    rabbit::delete_queue(&conn, &queue).await;
+    let _ = conn.close(200, "bye".into()).await;
     sqlx::raw_sql(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&pool)
         .await?;
