@@ -165,6 +165,23 @@ impl Statements {
             ),
             EventKind::Inbox => String::new(),
         };
+        // A key with an event in flight (leased) has nothing claimable: a hashed set of
+        // the leased keys (at most the events in flight) turns the probe above into a
+        // hash lookup for those rows. Without it a claimer competing with one that holds
+        // every head (few keys, large batches) probes the whole pending backlog on every
+        // claim, and more workers drain slower. The order guard still decides; this set
+        // only answers early (it also holds back an event that fell due while a later one
+        // of its key is in flight — a delayed event the order line skipped — until that
+        // one settles). The `locked_at` range and `COLLATE "C"` keep it on the `locked_at`
+        // index in a plan made without statistics (a never-analysed table), where
+        // `IS NOT NULL` alone is estimated to match nearly every row: a sequential scan.
+        let busy_guard = match kind {
+            EventKind::Outbox => format!(
+                "AND (r.topic, r.partition_key) NOT IN (SELECT b.topic, b.partition_key FROM {q} b \
+                 WHERE b.locked_at > '-infinity' AND b.locked_at < 'infinity' AND b.status = 'pending' COLLATE \"C\") "
+            ),
+            EventKind::Inbox => String::new(),
+        };
         let ttl = "($3::bigint * interval '1 microsecond')";
         // Expired leases are found through the `locked_at` index. Their status test is
         // spelled `COLLATE "C"` (the same equality) so it does not match the predicate of
@@ -174,7 +191,7 @@ impl Statements {
         let claim = arc(format!(
             "WITH fresh AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
                WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
-               AND r.scheduled_at <= now() {filters} {order_guard} \
+               AND r.scheduled_at <= now() {filters} {busy_guard}{order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
                WHERE r.locked_at IS NOT NULL AND r.locked_at < now() - {ttl} AND r.status = 'pending' COLLATE \"C\" \
@@ -189,7 +206,7 @@ impl Statements {
         ));
         let fetch_pending = arc(format!(
             "SELECT {r_cols} FROM {q} r WHERE r.status = 'pending' AND r.locked_at IS NULL AND r.attempts_made < r.max_attempts \
-             AND r.scheduled_at <= now() {f} {order_guard} \
+             AND r.scheduled_at <= now() {f} {busy_guard}{order_guard} \
              ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $1",
             f = filters_at(2)
         ));
