@@ -187,6 +187,9 @@ impl Statements {
         // spelled `COLLATE "C"` (the same equality) so it does not match the predicate of
         // the `status = 'pending'` partial indexes: without statistics (a table never
         // analyzed) the planner otherwise ANDs in a bitmap of the whole pending backlog.
+        // The lease test is a closed range (`> '-infinity'`, the same rows as `IS NOT
+        // NULL`), which a plan without statistics estimates as selective: a generic plan
+        // made while the table was empty otherwise scans it, and is kept as it fills.
         let dl_upd = dead_letter_from(t, kind, route, "upd");
         let claim = arc(format!(
             "WITH fresh AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
@@ -194,7 +197,7 @@ impl Statements {
                AND r.scheduled_at <= now() {filters} {busy_guard}{order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              expired AS (SELECT r.id, r.created_at, r.scheduled_at FROM {q} r \
-               WHERE r.locked_at IS NOT NULL AND r.locked_at < now() - {ttl} AND r.status = 'pending' COLLATE \"C\" \
+               WHERE r.locked_at > '-infinity' AND r.locked_at < now() - {ttl} AND r.status = 'pending' COLLATE \"C\" \
                AND r.attempts_made < r.max_attempts AND r.scheduled_at <= now() {filters} {order_guard} \
                ORDER BY r.scheduled_at, r.created_at, r.id LIMIT $2 FOR UPDATE SKIP LOCKED), \
              cand AS (SELECT * FROM fresh UNION ALL SELECT * FROM expired ORDER BY scheduled_at, created_at, id LIMIT $2), \

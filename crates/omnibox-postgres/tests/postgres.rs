@@ -754,6 +754,75 @@ fn rows_read(node: &serde_json::Value, table: &str) -> f64 {
     total
 }
 
+/// `PREPARE claim_g` on `conn`, with `plan_cache_mode = force_generic_plan` for the session:
+/// the plan a prepared statement may cache after five runs, which knows nothing of the
+/// values (it is made at the first `EXECUTE` and kept).
+async fn prepare_generic(conn: &mut sqlx::PgConnection, sql: &str, filters: usize) {
+    let types = ["text", "bigint", "bigint"]
+        .into_iter()
+        .chain(std::iter::repeat_n("text[]", filters))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE claim_g({types}) AS {sql}"
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+}
+
+/// `EXPLAIN ANALYZE EXECUTE claim_g`, rolled back.
+async fn explain_prepared(
+    conn: &mut sqlx::PgConnection,
+    filters: usize,
+    worker: &str,
+    limit: i64,
+) -> serde_json::Value {
+    let empty = vec!["'{}'"; filters].join(", ");
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.unwrap();
+    let plan = sqlx::query_scalar(AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE claim_g('{worker}', {limit}, 300000000, {empty})"
+    )))
+    .persistent(false)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
+    plan
+}
+
+/// `EXPLAIN ANALYZE` of a claim by `worker` for `limit` events, rolled back: planned for its
+/// parameters (`generic` false) or as a generic plan made now, on a connection of its own.
+async fn explain_claim(
+    pool: &sqlx::PgPool,
+    sql: &str,
+    filters: usize,
+    worker: &str,
+    limit: i64,
+    generic: bool,
+) -> serde_json::Value {
+    if generic {
+        let mut conn = pool.acquire().await.unwrap().detach();
+        prepare_generic(&mut conn, sql, filters).await;
+        let plan = explain_prepared(&mut conn, filters, worker, limit).await;
+        sqlx::Connection::close(conn).await.unwrap();
+        return plan;
+    }
+    let mut tx = pool.begin().await.unwrap();
+    let mut q = sqlx::query_scalar(AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, FORMAT JSON) {sql}"
+    )))
+    .bind(worker.to_owned())
+    .bind(limit)
+    .bind(300_000_000_i64);
+    for _ in 0..filters {
+        q = q.bind(Vec::<String>::new());
+    }
+    let plan = q.fetch_one(&mut *tx).await.unwrap();
+    tx.rollback().await.unwrap();
+    plan
+}
+
 #[tokio::test]
 async fn claim_on_a_never_analyzed_table_reads_far_fewer_rows_than_the_backlog() {
     const BACKLOG: i64 = 20_000;
@@ -772,6 +841,18 @@ async fn claim_on_a_never_analyzed_table_reads_far_fewer_rows_than_the_backlog()
         .execute(&db.pool)
         .await
         .unwrap();
+        let claim_sql = if outbox {
+            PgOutboxStore::new(&cfg).unwrap().claim_sql().to_owned()
+        } else {
+            PgInboxStore::new(&cfg).unwrap().claim_sql().to_owned()
+        };
+        let filters = if outbox { 3 } else { 2 };
+        // A generic plan made and cached while the table is empty (a first deployment):
+        // it is kept when the table fills, and a plan for an empty table scans.
+        let mut cached = db.pool.acquire().await.unwrap().detach();
+        prepare_generic(&mut cached, &claim_sql, filters).await;
+        let empty = explain_prepared(&mut cached, filters, "w", 50).await;
+        assert_eq!(empty[0]["Plan"]["Actual Rows"].as_f64(), Some(0.0));
         let (kind_cols, kind_vals) = if outbox {
             (
                 "aggregate_type, aggregate_id, topic, partition_key",
@@ -798,36 +879,26 @@ async fn claim_on_a_never_analyzed_table_reads_far_fewer_rows_than_the_backlog()
         .await
         .unwrap();
         assert!(analyzed.is_none(), "{name} was analyzed");
-        let claim_sql = if outbox {
-            PgOutboxStore::new(&cfg).unwrap().claim_sql().to_owned()
-        } else {
-            PgInboxStore::new(&cfg).unwrap().claim_sql().to_owned()
-        };
-        // EXPLAIN ANALYZE runs the claim: do it in a transaction that is rolled back.
-        let mut tx = db.pool.begin().await.unwrap();
-        let q = sqlx::query_scalar(AssertSqlSafe(format!(
-            "EXPLAIN (ANALYZE, FORMAT JSON) {claim_sql}"
-        )))
-        .bind("w")
-        .bind(50_i64)
-        .bind(300_000_000_i64)
-        .bind(Vec::<String>::new())
-        .bind(Vec::<String>::new());
-        let q = if outbox {
-            q.bind(Vec::<String>::new())
-        } else {
-            q
-        };
-        let plan: serde_json::Value = q.fetch_one(&mut *tx).await.unwrap();
-        tx.rollback().await.unwrap();
-        let root = &plan[0]["Plan"];
-        let read = rows_read(root, name);
-        println!("{name}: claim read {read} rows of a {BACKLOG}-row never-analyzed backlog");
-        assert_eq!(root["Actual Rows"].as_f64(), Some(50.0), "{plan}");
-        assert!(
-            read < (BACKLOG / 20) as f64,
-            "{name}: the claim read {read} rows of {BACKLOG}: {plan}"
-        );
+        // Planned for its parameters, as a generic plan made now, and as the one cached
+        // while the table was empty.
+        for generic in ["no", "made now", "cached while empty"] {
+            let plan = if generic == "cached while empty" {
+                explain_prepared(&mut cached, filters, "w", 50).await
+            } else {
+                explain_claim(&db.pool, &claim_sql, filters, "w", 50, generic != "no").await
+            };
+            let root = &plan[0]["Plan"];
+            let read = rows_read(root, name);
+            println!(
+                "{name} (generic plan: {generic}): claim read {read} rows of a {BACKLOG}-row never-analyzed backlog"
+            );
+            assert_eq!(root["Actual Rows"].as_f64(), Some(50.0), "{plan}");
+            assert!(
+                read < (BACKLOG / 20) as f64,
+                "{name} (generic plan: {generic}): the claim read {read} rows of {BACKLOG}: {plan}"
+            );
+        }
+        sqlx::Connection::close(cached).await.unwrap();
     }
 }
 
@@ -880,36 +951,26 @@ async fn a_claim_competing_for_leased_heads_probes_no_order_line() {
                 .await
                 .unwrap();
         }
-        let mut tx = db.pool.begin().await.unwrap();
-        let plan: serde_json::Value = sqlx::query_scalar(AssertSqlSafe(format!(
-            "EXPLAIN (ANALYZE, FORMAT JSON) {}",
-            store.claim_sql()
-        )))
-        .bind("b")
-        .bind(1000_i64)
-        .bind(300_000_000_i64)
-        .bind(Vec::<String>::new())
-        .bind(Vec::<String>::new())
-        .bind(Vec::<String>::new())
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-        tx.rollback().await.unwrap();
-        let root = &plan[0]["Plan"];
-        assert_eq!(root["Actual Rows"].as_f64(), Some(0.0), "{plan}");
-        let probes = index_loops(root, "idx_outbox_events_pending_key_order");
-        let read = rows_read(root, "outbox_events");
-        println!("analyzed={analyzed}: {probes} order probes, {read} rows read");
-        assert!(
-            probes < 100.0,
-            "analyzed={analyzed}: {probes} order-line probes for {BACKLOG} pending events: {plan}"
-        );
-        // The walk of the pending index plus the leased keys; a scan of the table for the
-        // leased keys would read the backlog a second time.
-        assert!(
-            read < 1.5 * BACKLOG as f64,
-            "analyzed={analyzed}: read {read} rows: {plan}"
-        );
+        for generic in [false, true] {
+            let plan = explain_claim(&db.pool, store.claim_sql(), 3, "b", 1000, generic).await;
+            let root = &plan[0]["Plan"];
+            assert_eq!(root["Actual Rows"].as_f64(), Some(0.0), "{plan}");
+            let probes = index_loops(root, "idx_outbox_events_pending_key_order");
+            let read = rows_read(root, "outbox_events");
+            println!(
+                "analyzed={analyzed} generic={generic}: {probes} order probes, {read} rows read"
+            );
+            assert!(
+                probes < 100.0,
+                "analyzed={analyzed} generic={generic}: {probes} order-line probes for {BACKLOG} pending events: {plan}"
+            );
+            // The walk of the pending index plus the leased keys; a scan of the table for the
+            // leased keys would read the backlog a second time.
+            assert!(
+                read < 1.5 * BACKLOG as f64,
+                "analyzed={analyzed} generic={generic}: read {read} rows: {plan}"
+            );
+        }
     }
     // Settle one key's head: that key's next event is claimable by b, and only it.
     let mut tx = db.pool.begin().await.unwrap();
