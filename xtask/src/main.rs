@@ -4,7 +4,7 @@
 //! - `lint`: fmt check, clippy (-D warnings), tidy, docs (-D warnings), cargo-deny.
 //! - `test`: make sure the local services run, then run every test (nextest + doctests).
 //! - `tidy`: layering checks (omnibox-core's dependency closure has no I/O client).
-//! - `bench`: the criterion benchmarks.
+//! - `bench`: the criterion benchmarks, then the end-to-end suite (`omnibox-e2e/benches/suite.rs`).
 //! - `services`: check (and start, where installed) PostgreSQL, RabbitMQ and NATS.
 //! - `example <name>`: services, then `cargo run` the example.
 //! - `chaos [--broker B] [--minutes N] [--seconds N] [--seed S] …`: the chaos rig (faults
