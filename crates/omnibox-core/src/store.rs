@@ -103,6 +103,12 @@ pub struct ClaimRequest {
     pub lease_ttl: TimeDelta,
     /// Restrictions.
     pub filters: Filters,
+    /// The claim's transaction commits right after the claim (the relay's leased path),
+    /// so a store may let one such claim run at a time per table: each then sees the
+    /// leases the one before it committed, instead of competing for heads it cannot see
+    /// are taken. A store bounds the wait and claims anyway after it. Default `false`
+    /// (a caller that publishes inside the claim's transaction must not serialise).
+    pub exclusive: bool,
 }
 
 impl ClaimRequest {
@@ -113,7 +119,14 @@ impl ClaimRequest {
             limit,
             lease_ttl: crate::domain::DEFAULT_LEASE_TTL,
             filters: Filters::default(),
+            exclusive: false,
         }
+    }
+
+    /// Mark the claim as committed at once ([`ClaimRequest::exclusive`]).
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
     }
 
     /// Set the lease length.

@@ -13,7 +13,10 @@
 //! Each result is one line, `section key=value …`, in a fixed order, so two runs compare
 //! with `diff`. Knobs: `OMNIBOX_SUITE_EVENTS` (backlog per drain, default 50000),
 //! `OMNIBOX_SUITE_ROUNDS` (default 1), `OMNIBOX_SUITE_ONLY` (comma list of sections),
-//! `OMNIBOX_SUITE_LATENCY_SECS` (default 5), `OMNIBOX_SUITE_RATE` (events/s, default 1000).
+//! `OMNIBOX_SUITE_LATENCY_SECS` (default 5), `OMNIBOX_SUITE_RATE` (events/s, default 1000);
+//! the drain grid narrows with `OMNIBOX_SUITE_MODES` (`mark,delete`), `OMNIBOX_SUITE_BATCH`,
+//! `OMNIBOX_SUITE_KEYS` and `OMNIBOX_SUITE_WORKERS` (comma lists); `OMNIBOX_SUITE_POLL_MS`
+//! is the relay workers' poll interval (default 10).
 //! Needs `DATABASE_URL`; the RabbitMQ leg needs `AMQP_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benches may panic
 
@@ -38,6 +41,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The values of a comma list in `name`, or `default` when unset.
+fn env_list<T: std::str::FromStr + Copy>(name: &str, default: &[T]) -> Vec<T> {
+    match std::env::var(name) {
+        Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
+        Err(_) => default.to_vec(),
+    }
 }
 
 fn wanted(section: &str) -> bool {
@@ -151,7 +162,9 @@ impl Bench {
                 let worker = OutboxRelay::builder(store.clone(), publisher.clone())
                     .batch_size(batch)
                     .worker(db.clone())
-                    .poll_interval(Duration::from_millis(10))
+                    .poll_interval(Duration::from_millis(
+                        env_u64("OMNIBOX_SUITE_POLL_MS", 10).max(1),
+                    ))
                     .build()
                     .expect("relay");
                 tokio::spawn(worker.serve(token.clone()))
@@ -250,18 +263,22 @@ fn eps(events: u64, took: Duration) -> f64 {
 }
 
 async fn relay_drain(b: &Bench, events: u64, rounds: u64) {
+    let modes = std::env::var("OMNIBOX_SUITE_MODES").unwrap_or_else(|_| "mark,delete".into());
     for (mode, label) in [
         (CompletionMode::MarkCompleted, "mark"),
         (CompletionMode::Delete, "delete"),
     ] {
+        if !modes.split(',').any(|m| m.trim() == label) {
+            continue;
+        }
         let cfg = b.config(&format!("drain_{label}"), mode);
         migrate(&b.pool, &cfg).await.expect("migrate");
         let store = PgOutboxStore::new(&cfg).expect("store");
         let table = store.names().qualified.clone();
-        for batch in [100u32, 1000] {
-            for keys in [1000u64, 50_000] {
+        for &batch in &env_list("OMNIBOX_SUITE_BATCH", &[100u32, 1000]) {
+            for &keys in &env_list("OMNIBOX_SUITE_KEYS", &[1000u64, 50_000]) {
                 let mut one_worker = 0.0;
-                for workers in [1usize, 2, 4] {
+                for &workers in &env_list("OMNIBOX_SUITE_WORKERS", &[1usize, 2, 4]) {
                     let (mut relay, mut raw) = (Duration::ZERO, Duration::ZERO);
                     for round in 0..rounds {
                         for relay_turn in [round % 2 == 0, round % 2 != 0] {

@@ -583,6 +583,12 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
         req: &ClaimRequest,
     ) -> Result<Vec<E>, StoreError> {
         let limit = limit_i64(req.limit)?;
+        if req.exclusive && E::KIND == EventKind::Outbox {
+            sqlx::raw_sql(AssertSqlSafe(self.sql.claim_gate.clone()))
+                .execute(&mut *conn)
+                .await
+                .op("claim (gate)")?;
+        }
         // A row that cannot be decoded is failed and dead-lettered here, in the claim's
         // transaction, and the rest of the batch is returned: it no longer heads its key,
         // so its successors become claimable (as after any terminal failure). When every

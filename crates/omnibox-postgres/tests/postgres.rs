@@ -989,6 +989,92 @@ async fn a_claim_competing_for_leased_heads_probes_no_order_line() {
     assert_eq!(next[0].partition_key, heads[0].partition_key);
 }
 
+/// Exclusive claims (the relay's leased path) take turns per table: a second one waits for
+/// the first to commit, so it sees the first one's leases; a first one that never commits
+/// (a stopped relay) delays the second only for the bounded wait.
+#[tokio::test]
+async fn exclusive_claims_take_turns_and_the_wait_is_bounded() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let store = PgOutboxStore::new(&cfg).unwrap();
+    let table = format!("\"{}\".outbox_events", db.schema);
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
+         aggregate_type, aggregate_id, topic, partition_key) \
+         SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
+         now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', 'k' || (g % 100) \
+         FROM generate_series(1, 500) g"
+    )))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let exclusive = |w: &str| ClaimRequest::new(worker(w), 1000).exclusive(true);
+    let waiting = || {
+        let pool = db.pool.clone();
+        async move {
+            for _ in 0..500 {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                if n > 0 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            false
+        }
+    };
+    // a claims every head and has not committed yet.
+    let mut a = db.pool.begin().await.unwrap();
+    let heads = store.claim(&mut a, &exclusive("a")).await.unwrap();
+    assert_eq!(heads.len(), 100);
+    let (s, pool, req) = (store.clone(), db.pool.clone(), exclusive("b"));
+    let b = tokio::spawn(async move {
+        let mut tx = pool.begin().await.unwrap();
+        let got = s.claim(&mut tx, &req).await.unwrap();
+        tx.commit().await.unwrap();
+        got
+    });
+    assert!(waiting().await, "b does not wait for a's claim to commit");
+    assert!(!b.is_finished());
+    tx_commit(a).await;
+    assert!(b.await.unwrap().is_empty(), "every head is a's");
+    // A claim without `exclusive` (a caller publishing inside the claim's transaction)
+    // never waits.
+    let mut held = db.pool.begin().await.unwrap();
+    let _ = store.claim(&mut held, &exclusive("c")).await.unwrap();
+    let mut plain = db.pool.begin().await.unwrap();
+    store
+        .claim(&mut plain, &ClaimRequest::new(worker("d"), 10))
+        .await
+        .unwrap();
+    plain.rollback().await.unwrap();
+    // The gate's holder never commits: the next exclusive claim still returns.
+    let mut late = db.pool.begin().await.unwrap();
+    let got = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.claim(&mut late, &exclusive("e")),
+    )
+    .await
+    .expect("an exclusive claim waits for a stalled holder without bound")
+    .unwrap();
+    assert!(got.is_empty());
+    // The wait that timed out restored the transaction's lock_timeout.
+    let lt: String = sqlx::query_scalar("SHOW lock_timeout")
+        .fetch_one(&mut *late)
+        .await
+        .unwrap();
+    assert_eq!(lt, "0");
+    late.rollback().await.unwrap();
+    held.rollback().await.unwrap();
+}
+
+async fn tx_commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) {
+    tx.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn notify_wakes_listeners_only_on_commit() {
     let db = TestDb::new().await;

@@ -290,7 +290,7 @@ where
         // earlier than this.
         let taken = tokio::time::Instant::now();
         let mut tx = db.begin().await?;
-        let events = match self.claim(&mut tx, worker, batch_size).await {
+        let events = match self.claim_with(&mut tx, worker, batch_size, true).await {
             Ok(e) => e,
             Err(e) => {
                 let _ = db.rollback(tx).await;
@@ -372,6 +372,18 @@ where
         worker: &WorkerId,
         batch_size: u32,
     ) -> Result<Vec<S::Event>, StoreError> {
+        self.claim_with(conn, worker, batch_size, false).await
+    }
+
+    /// [`Self::claim`]; `exclusive` when the transaction commits right after it
+    /// ([`ClaimRequest::exclusive`]).
+    async fn claim_with(
+        &self,
+        conn: &mut S::Conn,
+        worker: &WorkerId,
+        batch_size: u32,
+        exclusive: bool,
+    ) -> Result<Vec<S::Event>, StoreError> {
         if batch_size == 0 {
             return Err(StoreError::InvalidRequest(
                 "batch_size must be at least 1".into(),
@@ -379,7 +391,8 @@ where
         }
         let req = ClaimRequest::new(worker.clone(), batch_size)
             .lease_ttl(self.lease_ttl)
-            .filters(self.filters.clone());
+            .filters(self.filters.clone())
+            .exclusive(exclusive);
         let events = self.fetch.fetch(&self.store, conn, &req).await?;
         self.metrics.record(&Metric::BatchClaimed {
             job: &self.job,
