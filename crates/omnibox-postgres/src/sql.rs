@@ -20,6 +20,7 @@ pub(crate) struct Statements {
     pub lookup_by_key: Arc<str>,
     pub lookup_by_id: Arc<str>,
     pub claim: Arc<str>,
+    pub claim_gate_try: Arc<str>,
     pub claim_gate: Arc<str>,
     pub fetch_pending: Arc<str>,
     pub try_lock: Arc<str>,
@@ -227,7 +228,14 @@ impl Statements {
         // uncommitted leases, each probes the order line of the whole backlog, and the
         // longer they run the more they overlap (4 workers on 1k keys drained 4x slower
         // than 1). The wait is bounded (`lock_timeout` inside the block, restored after),
-        // so a claimer stopped while holding it delays the others by that much only.
+        // so a claimer stopped while holding it delays the others by that much only. The
+        // store takes it only while its claims come back short of their limit (fewer
+        // claimable heads than a batch); full batches claim side by side.
+        // Uncontended, one prepared statement takes it; the block waits only when it is held.
+        let claim_gate_try = arc(format!(
+            "SELECT pg_try_advisory_xact_lock({key})",
+            key = gate_key(q)
+        ));
         let claim_gate = arc(format!(
             "DO $$DECLARE old text := current_setting('lock_timeout'); BEGIN \
              PERFORM set_config('lock_timeout', '{CLAIM_GATE_WAIT_MS}ms', true); \
@@ -385,6 +393,7 @@ impl Statements {
             lookup_by_key,
             lookup_by_id,
             claim,
+            claim_gate_try,
             claim_gate,
             fetch_pending,
             try_lock,

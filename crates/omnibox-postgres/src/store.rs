@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -59,6 +60,12 @@ pub struct PgEventStore<E> {
     claim_timeout: Option<Duration>,
     persistent: bool,
     completion: CompletionMode,
+    /// Exclusive claims through this store (and its clones) that came back full since the
+    /// last one that came back short of its limit. A short claim means fewer claimable
+    /// events than a batch (few keys, or a drained backlog), where concurrent claims
+    /// compete for the same heads; exclusive claims take the claim gate until
+    /// [`FULL_CLAIMS_UNGATED`] full ones in a row show there is work for all. Starts at 0.
+    full_claims: Arc<AtomicU32>,
     _kind: PhantomData<fn() -> E>,
 }
 
@@ -72,10 +79,14 @@ impl<E> Clone for PgEventStore<E> {
             claim_timeout: self.claim_timeout,
             persistent: self.persistent,
             completion: self.completion,
+            full_claims: self.full_claims.clone(),
             _kind: PhantomData,
         }
     }
 }
+
+/// Full exclusive claims in a row after which a store stops taking the claim gate.
+const FULL_CLAIMS_UNGATED: u32 = 8;
 
 /// Largest settle batch that runs through the cached prepared statement; bigger batches
 /// are planned with their actual arrays (a cached generic plan was quadratic at 500 rows).
@@ -122,6 +133,7 @@ impl<E: PgEvent> PgEventStore<E> {
             claim_timeout: config.claim_timeout,
             persistent: !config.pgbouncer,
             completion: config.completion,
+            full_claims: Arc::new(AtomicU32::new(0)),
             _kind: PhantomData,
         })
     }
@@ -583,16 +595,47 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
         req: &ClaimRequest,
     ) -> Result<Vec<E>, StoreError> {
         let limit = limit_i64(req.limit)?;
-        if req.exclusive && E::KIND == EventKind::Outbox {
-            sqlx::raw_sql(AssertSqlSafe(self.sql.claim_gate.clone()))
-                .execute(&mut *conn)
+        let gated = req.exclusive && E::KIND == EventKind::Outbox;
+        if gated && self.full_claims.load(Ordering::Relaxed) < FULL_CLAIMS_UNGATED {
+            let taken: bool = self
+                .query(&self.sql.claim_gate_try)
+                .fetch_one(&mut *conn)
                 .await
+                .and_then(|row| row.try_get(0))
                 .op("claim (gate)")?;
+            if !taken {
+                sqlx::raw_sql(AssertSqlSafe(self.sql.claim_gate.clone()))
+                    .execute(&mut *conn)
+                    .await
+                    .op("claim (gate)")?;
+            }
         }
         // A row that cannot be decoded is failed and dead-lettered here, in the claim's
         // transaction, and the rest of the batch is returned: it no longer heads its key,
         // so its successors become claimable (as after any terminal failure). When every
         // claimed row was bad, claim again (bounded) rather than report an empty claim.
+        let claimed = self.claim_rounds(conn, req, limit).await?;
+        if gated {
+            if (claimed.len() as i64) < limit {
+                self.full_claims.store(0, Ordering::Relaxed);
+            } else {
+                let n = self.full_claims.load(Ordering::Relaxed);
+                self.full_claims
+                    .store(n.saturating_add(1), Ordering::Relaxed);
+            }
+        }
+        Ok(claimed)
+    }
+}
+
+impl<E: PgEvent> PgEventStore<E> {
+    /// The claim statement, again while every row it claimed could not be decoded.
+    async fn claim_rounds(
+        &self,
+        conn: &mut PgConnection,
+        req: &ClaimRequest,
+        limit: i64,
+    ) -> Result<Vec<E>, StoreError> {
         for _ in 0..MAX_UNDECODABLE_ROUNDS {
             let q = self
                 .query(&self.sql.claim)
