@@ -109,11 +109,24 @@ struct Bench {
 }
 
 impl Bench {
-    fn config(&self, name: &str, mode: CompletionMode) -> PgStoreConfig {
-        PgStoreConfig::new()
+    /// Outbox table `name` in the bench schema, migrated, with its config and store;
+    /// `channel` turns NOTIFY on.
+    async fn outbox(
+        &self,
+        name: &str,
+        mode: CompletionMode,
+        channel: Option<&str>,
+    ) -> (PgStoreConfig, PgOutboxStore) {
+        let mut cfg = PgStoreConfig::new()
             .schema(self.schema.clone())
             .outbox_table(name)
-            .completion(mode)
+            .completion(mode);
+        if let Some(channel) = channel {
+            cfg = cfg.notify_channel(channel);
+        }
+        migrate(&self.pool, &cfg).await.expect("migrate");
+        let store = PgOutboxStore::new(&cfg).expect("store");
+        (cfg, store)
     }
 
     async fn exec(&self, sql: String) {
@@ -271,9 +284,7 @@ async fn relay_drain(b: &Bench, events: u64, rounds: u64) {
         if !modes.split(',').any(|m| m.trim() == label) {
             continue;
         }
-        let cfg = b.config(&format!("drain_{label}"), mode);
-        migrate(&b.pool, &cfg).await.expect("migrate");
-        let store = PgOutboxStore::new(&cfg).expect("store");
+        let (_, store) = b.outbox(&format!("drain_{label}"), mode, None).await;
         let table = store.names().qualified.clone();
         for &batch in &env_list("OMNIBOX_SUITE_BATCH", &[100u32, 1000]) {
             for &keys in &env_list("OMNIBOX_SUITE_KEYS", &[1000u64, 50_000]) {
@@ -307,9 +318,9 @@ async fn relay_drain(b: &Bench, events: u64, rounds: u64) {
 }
 
 async fn enqueue_overhead(b: &Bench, rounds: u64) {
-    let cfg = b.config("enqueue", CompletionMode::MarkCompleted);
-    migrate(&b.pool, &cfg).await.expect("migrate");
-    let store = PgOutboxStore::new(&cfg).expect("store");
+    let (_, store) = b
+        .outbox("enqueue", CompletionMode::MarkCompleted, None)
+        .await;
     let orders = format!("\"{}\".orders", b.schema);
     b.exec(format!(
         "CREATE TABLE {orders} (id uuid PRIMARY KEY, customer text NOT NULL)"
@@ -374,13 +385,16 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 /// woken by LISTEN/NOTIFY; commit → publish per event.
 async fn latency<P: Publisher + 'static>(
     b: &Bench,
-    cfg: &PgStoreConfig,
+    (cfg, store): &(PgStoreConfig, PgOutboxStore),
     label: &str,
-    publisher: Arc<Stamped<P>>,
+    publisher: P,
     secs: u64,
     rate: u64,
 ) {
-    let store = PgOutboxStore::new(cfg).expect("store");
+    let publisher = Arc::new(Stamped {
+        inner: publisher,
+        seen: Counting::stamping(),
+    });
     let table = store.names().qualified.clone();
     let token = CancellationToken::new();
     let wakeup = PgWakeup::connect(&b.pool, cfg).await.expect("listen");
@@ -443,47 +457,44 @@ async fn latency<P: Publisher + 'static>(
 }
 
 async fn latency_suite(b: &Bench, secs: u64, rate: u64) {
+    let mark = CompletionMode::MarkCompleted;
     // A table analysed with a backlog behind it, the usual state of a running service.
-    let cfg = b
-        .config("lat_analysed", CompletionMode::MarkCompleted)
-        .notify_channel("omnibox_suite_a");
-    migrate(&b.pool, &cfg).await.expect("migrate");
-    let table = PgOutboxStore::new(&cfg)
-        .expect("store")
-        .names()
-        .qualified
-        .clone();
+    let analysed = b
+        .outbox("lat_analysed", mark, Some("omnibox_suite_a"))
+        .await;
+    let table = analysed.1.names().qualified.clone();
     b.refill(&table, 20_000, 1000).await;
     b.exec(format!(
         "UPDATE {table} SET status = 'completed', completed_at = now(); ANALYZE {table}"
     ))
     .await;
-    let stamped = Arc::new(Stamped {
-        inner: Counting::default(),
-        seen: Counting::stamping(),
-    });
-    latency(b, &cfg, "memory-analysed", stamped, secs, rate).await;
+    latency(
+        b,
+        &analysed,
+        "memory-analysed",
+        Counting::default(),
+        secs,
+        rate,
+    )
+    .await;
 
     // Never analysed (autovacuum off for it): a first deployment, or a delete-mode table
     // that stays small; the claim plans without statistics.
-    let cfg = b
-        .config("lat_fresh", CompletionMode::MarkCompleted)
-        .notify_channel("omnibox_suite_f");
-    migrate(&b.pool, &cfg).await.expect("migrate");
-    let table = PgOutboxStore::new(&cfg)
-        .expect("store")
-        .names()
-        .qualified
-        .clone();
+    let fresh = b.outbox("lat_fresh", mark, Some("omnibox_suite_f")).await;
+    let table = fresh.1.names().qualified.clone();
     b.exec(format!(
         "ALTER TABLE {table} SET (autovacuum_enabled = false)"
     ))
     .await;
-    let stamped = Arc::new(Stamped {
-        inner: Counting::default(),
-        seen: Counting::stamping(),
-    });
-    latency(b, &cfg, "memory-never-analysed", stamped, secs, rate).await;
+    latency(
+        b,
+        &fresh,
+        "memory-never-analysed",
+        Counting::default(),
+        secs,
+        rate,
+    )
+    .await;
 
     // RabbitMQ, publisher confirms, persistent messages, default options.
     let Ok(url) = std::env::var("AMQP_URL") else {
@@ -503,15 +514,9 @@ async fn latency_suite(b: &Bench, secs: u64, rate: u64) {
     )
     .await
     .expect("declare");
-    let cfg = b
-        .config("lat_rabbit", CompletionMode::MarkCompleted)
-        .notify_channel("omnibox_suite_r");
-    migrate(&b.pool, &cfg).await.expect("migrate");
-    let stamped = Arc::new(Stamped {
-        inner: RabbitPublisher::new(conn),
-        seen: Counting::stamping(),
-    });
-    latency(b, &cfg, "rabbitmq-confirms", stamped, secs, rate).await;
+    let rabbit = b.outbox("lat_rabbit", mark, Some("omnibox_suite_r")).await;
+    let publisher = RabbitPublisher::new(conn);
+    latency(b, &rabbit, "rabbitmq-confirms", publisher, secs, rate).await;
     let _ = ch
         .queue_delete("bench-latency".into(), Default::default())
         .await;

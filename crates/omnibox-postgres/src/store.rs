@@ -616,13 +616,13 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
         // claimed row was bad, claim again (bounded) rather than report an empty claim.
         let claimed = self.claim_rounds(conn, req, limit).await?;
         if gated {
-            if (claimed.len() as i64) < limit {
-                self.full_claims.store(0, Ordering::Relaxed);
-            } else {
-                let n = self.full_claims.load(Ordering::Relaxed);
-                self.full_claims
-                    .store(n.saturating_add(1), Ordering::Relaxed);
-            }
+            let full = (claimed.len() as i64) >= limit;
+            // `fetch_update` with a closure that always returns `Some` cannot fail.
+            let _ = self
+                .full_claims
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(if full { n.saturating_add(1) } else { 0 })
+                });
         }
         Ok(claimed)
     }

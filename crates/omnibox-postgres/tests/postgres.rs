@@ -659,20 +659,24 @@ async fn terminal_failures_are_dead_lettered_grouped_replayed_and_discarded() {
     assert!(!store.requeue_failed(&mut conn, failed).await.unwrap());
 }
 
+/// `INSERT` of pending outbox rows `from..=to` into `table`, one per ms in the past, keyed by
+/// the SQL expression `key` over the row number `g` (`'k' || g`: a key each).
+fn pending_outbox_rows(table: &str, from: i64, to: i64, key: &str) -> String {
+    format!(
+        "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
+         aggregate_type, aggregate_id, topic, partition_key) \
+         SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
+         now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', {key} \
+         FROM generate_series({from}, {to}) g"
+    )
+}
+
 #[tokio::test]
 async fn claim_plan_uses_the_pending_index_and_its_cost_stays_flat() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg).unwrap();
     let table = format!("\"{}\".outbox_events", db.schema);
-    let fill = |from: i64, to: i64| {
-        format!(
-            "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
-             aggregate_type, aggregate_id, topic, partition_key) \
-             SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
-             now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', 'k' || g \
-             FROM generate_series({from}, {to}) g"
-        )
-    };
+    let fill = |from: i64, to: i64| pending_outbox_rows(&table, from, to, "'k' || g");
     let explain = |sql: String| {
         let pool = db.pool.clone();
         let table = table.clone();
@@ -926,12 +930,8 @@ async fn a_claim_competing_for_leased_heads_probes_no_order_line() {
     let store = PgOutboxStore::new(&cfg).unwrap();
     let table = format!("\"{}\".outbox_events", db.schema);
     sqlx::raw_sql(AssertSqlSafe(format!(
-        "ALTER TABLE {table} SET (autovacuum_enabled = false); \
-         INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
-         aggregate_type, aggregate_id, topic, partition_key) \
-         SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
-         now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', 'k' || (g % {KEYS}) \
-         FROM generate_series(1, {BACKLOG}) g"
+        "ALTER TABLE {table} SET (autovacuum_enabled = false); {}",
+        pending_outbox_rows(&table, 1, BACKLOG, &format!("'k' || (g % {KEYS})"))
     )))
     .execute(&db.pool)
     .await
@@ -997,12 +997,11 @@ async fn exclusive_claims_take_turns_and_the_wait_is_bounded() {
     let (db, cfg) = TestDb::migrated(false).await;
     let store = PgOutboxStore::new(&cfg).unwrap();
     let table = format!("\"{}\".outbox_events", db.schema);
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "INSERT INTO {table} (id, event_type, payload, status, attempts_made, max_attempts, scheduled_at, created_at, \
-         aggregate_type, aggregate_id, topic, partition_key) \
-         SELECT gen_random_uuid(), 'e', '{{\"a\":1}}', 'pending', 0, 6, now() - interval '1 hour' + g * interval '1 ms', \
-         now() - interval '1 hour' + g * interval '1 ms', 'o', gen_random_uuid(), 't', 'k' || (g % 100) \
-         FROM generate_series(1, 500) g"
+    sqlx::raw_sql(AssertSqlSafe(pending_outbox_rows(
+        &table,
+        1,
+        500,
+        "'k' || (g % 100)",
     )))
     .execute(&db.pool)
     .await
@@ -1039,7 +1038,7 @@ async fn exclusive_claims_take_turns_and_the_wait_is_bounded() {
     });
     assert!(waiting().await, "b does not wait for a's claim to commit");
     assert!(!b.is_finished());
-    tx_commit(a).await;
+    a.commit().await.unwrap();
     assert!(b.await.unwrap().is_empty(), "every head is a's");
     // A claim without `exclusive` (a caller publishing inside the claim's transaction)
     // never waits.
@@ -1069,10 +1068,6 @@ async fn exclusive_claims_take_turns_and_the_wait_is_bounded() {
     assert_eq!(lt, "0");
     late.rollback().await.unwrap();
     held.rollback().await.unwrap();
-}
-
-async fn tx_commit(tx: sqlx::Transaction<'static, sqlx::Postgres>) {
-    tx.commit().await.unwrap();
 }
 
 #[tokio::test]
