@@ -194,8 +194,9 @@ pub enum LockOutcome<E> {
 }
 
 /// Lock one event by id (inbox runner, optimistic fetch). An expired lease is taken over
-/// and counts an attempt, as in [`ClaimEvents`].
-pub trait LockEvent: EventStore {
+/// and counts an attempt, as in [`ClaimEvents`]. A store that locks by id also inserts,
+/// and [`LockEvent::insert_leased`] does both.
+pub trait LockEvent: InsertEvents {
     /// Try to lease `id` for `worker`. `ignore_schedule` locks a pending event even when its
     /// retry time has not come (a redelivered message is being handled now).
     fn try_lock(
@@ -206,6 +207,50 @@ pub trait LockEvent: EventStore {
         lease_ttl: TimeDelta,
         ignore_schedule: bool,
     ) -> impl Future<Output = Result<LockOutcome<Self::Event>, StoreError>> + Send;
+
+    /// Insert `events` as [`InsertEvents::insert_many`] does, leasing each row it writes to
+    /// `worker`: the inbox runner stores a message in order to handle it at once, so the
+    /// lock that would follow the insert is a round trip saved. Results in input order:
+    /// [`Inserted::New`] rows come back leased (`locked_by == worker`, the lease in
+    /// `locked_at`); [`Inserted::Duplicate`] rows are the stored rows, untouched (lock them
+    /// with [`LockEvent::try_lock`] when they are pending).
+    ///
+    /// The default inserts, then locks each new row; SQL stores do both in one statement.
+    fn insert_leased(
+        &self,
+        conn: &mut Self::Conn,
+        events: &[Self::Event],
+        worker: &WorkerId,
+        lease_ttl: TimeDelta,
+    ) -> impl Future<Output = Result<Vec<Inserted<Self::Event>>, StoreError>> + Send {
+        async move {
+            let inserted = self.insert_many(conn, events).await?;
+            let mut out = Vec::with_capacity(inserted.len());
+            for row in inserted {
+                let Inserted::New(row) = row else {
+                    out.push(row);
+                    continue;
+                };
+                match self
+                    .try_lock(conn, row.id(), worker, lease_ttl, true)
+                    .await?
+                {
+                    LockOutcome::Locked(locked) => out.push(Inserted::New(locked)),
+                    _ => {
+                        return Err(StoreError::Other {
+                            operation: "insert_leased",
+                            message: format!(
+                                "event {} was inserted but could not be leased",
+                                row.id()
+                            ),
+                            source: None,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// What to do with one leased event.
@@ -554,6 +599,19 @@ pub trait Savepoints: EventStore {
         &self,
         conn: &mut Self::Conn,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Release the newest savepoint and take a new one: the next unit of work starts
+    /// where the last one succeeded. The default makes the two calls; SQL stores send both
+    /// statements in one round trip.
+    fn renew_savepoint(
+        &self,
+        conn: &mut Self::Conn,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async move {
+            self.release_savepoint(conn).await?;
+            self.savepoint(conn).await
+        }
+    }
 }
 
 /// Begin, commit and roll back transactions; the caller's database handle.
@@ -584,8 +642,8 @@ impl<S> OutboxStore for S where
 }
 
 /// Everything an inbox runner needs from an inbox store (insert, lock, settle, look up by
-/// message, dead letters), named once: implemented for every store that has those
-/// capabilities.
+/// message, dead letters, savepoints for batches), named once: implemented for every store
+/// that has those capabilities.
 pub trait InboxStore:
     EventStore<Event = InboxEvent>
     + InsertEvents
@@ -593,6 +651,7 @@ pub trait InboxStore:
     + SettleEvents
     + InboxLookup
     + DeadLetterStore
+    + Savepoints
 {
 }
 
@@ -603,5 +662,6 @@ impl<S> InboxStore for S where
         + SettleEvents
         + InboxLookup
         + DeadLetterStore
+        + Savepoints
 {
 }

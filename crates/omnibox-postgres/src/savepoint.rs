@@ -8,7 +8,8 @@
 //! statements go through the simple query protocol (`raw_sql`: no prepared statement, so
 //! PgBouncer's transaction pooling is fine) and their errors through [`classify`]. Each
 //! savepoint is a subtransaction; the pipeline releases it after every handler, so a batch
-//! never holds more than one. Savepoints need an open transaction: on an autocommit
+//! never holds more than one open (the inbox runner's batches renew it between handlers:
+//! release and take the next in one round trip). Savepoints need an open transaction: on an autocommit
 //! connection PostgreSQL refuses them (`25P01`, classified as `Other`).
 
 use omnibox_core::error::StoreError;
@@ -25,6 +26,8 @@ const SAVEPOINT: &str = "SAVEPOINT omnibox_handler";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT omnibox_handler";
 /// Drop the newest savepoint of that name, keeping its writes.
 const RELEASE: &str = "RELEASE SAVEPOINT omnibox_handler";
+/// Release the newest and take the next one, in one round trip.
+const RENEW: &str = "RELEASE SAVEPOINT omnibox_handler; SAVEPOINT omnibox_handler";
 
 async fn run(
     conn: &mut PgConnection,
@@ -49,5 +52,9 @@ impl<E: PgEvent> Savepoints for PgEventStore<E> {
 
     async fn release_savepoint(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
         run(conn, "release savepoint", RELEASE).await
+    }
+
+    async fn renew_savepoint(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        run(conn, "renew savepoint", RENEW).await
     }
 }

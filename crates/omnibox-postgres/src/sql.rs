@@ -16,6 +16,8 @@ const LEASE_EXPIRED: &str =
 pub(crate) struct Statements {
     pub insert: Arc<str>,
     pub insert_guarded: Arc<str>,
+    pub insert_leased: Arc<str>,
+    pub insert_guarded_leased: Arc<str>,
     pub advisory_lock: Arc<str>,
     pub lookup_by_key: Arc<str>,
     pub lookup_by_id: Arc<str>,
@@ -103,14 +105,20 @@ impl Statements {
             .map(|(i, (_, ty))| format!("${}::{ty}", i + 1))
             .collect::<Vec<_>>()
             .join(", ");
-        let select = cols
-            .iter()
-            .map(|(n, _)| match *n {
-                "payload" | "headers" => format!("i.{n}::jsonb"),
-                _ => format!("i.{n}"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        // `leased`: new rows are leased by this statement to the worker bound after the
+        // row arrays, `locked_at` from the database clock as every lease.
+        let worker_param = cols.len() + 1;
+        let select = |leased: bool| {
+            cols.iter()
+                .map(|(n, _)| match *n {
+                    "payload" | "headers" => format!("i.{n}::jsonb"),
+                    "locked_at" if leased => "now()".to_owned(),
+                    "locked_by" if leased => format!("${worker_param}::text"),
+                    _ => format!("i.{n}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let notify = match &tables.notify {
             Some(ch) => format!(
                 ", n AS (SELECT pg_notify('{}', '') AS sent) SELECT ins.* FROM ins LEFT JOIN n ON true",
@@ -124,17 +132,19 @@ impl Statements {
                 "e.message_id = i.message_id AND e.consumer_group = i.consumer_group"
             }
         };
-        let insert_with = |guard: &str| {
+        let insert_with = |guard: &str, leased: bool| {
             arc(format!(
                 "WITH i AS (SELECT * FROM UNNEST({unnest}) WITH ORDINALITY AS i({names}, ord)), \
                  ins AS (INSERT INTO {q} AS t ({names}, updated_at) SELECT {select}, timezone('UTC', now()) FROM i {guard} ORDER BY i.ord \
-                 ON CONFLICT DO NOTHING RETURNING t.*){notify}"
+                 ON CONFLICT DO NOTHING RETURNING t.*){notify}",
+                select = select(leased)
             ))
         };
-        let insert = insert_with("");
-        let insert_guarded = insert_with(&format!(
-            "WHERE NOT EXISTS (SELECT 1 FROM {q} e WHERE {dedup_match})"
-        ));
+        let guard = format!("WHERE NOT EXISTS (SELECT 1 FROM {q} e WHERE {dedup_match})");
+        let insert = insert_with("", false);
+        let insert_guarded = insert_with(&guard, false);
+        let insert_leased = insert_with("", true);
+        let insert_guarded_leased = insert_with(&guard, true);
         // Same keys as the reference, so a Python writer and a Rust writer exclude each other.
         let advisory_lock = arc(match kind {
             EventKind::Outbox => "SELECT count(pg_advisory_xact_lock(hashtext($1), hashtext(k))) AS locked, current_setting('transaction_isolation') AS isolation FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS u(k) ORDER BY k) AS s".to_owned(),
@@ -389,6 +399,8 @@ impl Statements {
         Self {
             insert,
             insert_guarded,
+            insert_leased,
+            insert_guarded_leased,
             advisory_lock,
             lookup_by_key,
             lookup_by_id,

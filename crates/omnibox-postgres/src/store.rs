@@ -261,10 +261,13 @@ impl<E: PgEvent> PgEventStore<E> {
         }
     }
 
+    /// Insert with dedup; `leased_to`: lease each new row to that worker in the same
+    /// statement.
     async fn insert_impl(
         &self,
         conn: &mut PgConnection,
         events: &[E],
+        leased_to: Option<&WorkerId>,
     ) -> Result<Vec<Inserted<E>>, StoreError> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -290,10 +293,11 @@ impl<E: PgEvent> PgEventStore<E> {
             let level: String = row.try_get("isolation").op("insert (advisory lock)")?;
             crate::isolation::check_keyed_insert(&self.names().qualified, &level)?;
         }
-        let sql = if guarded {
-            &self.sql.insert_guarded
-        } else {
-            &self.sql.insert
+        let sql = match (guarded, leased_to.is_some()) {
+            (true, false) => &self.sql.insert_guarded,
+            (false, false) => &self.sql.insert,
+            (true, true) => &self.sql.insert_guarded_leased,
+            (false, true) => &self.sql.insert_leased,
         };
         // Collapse in-batch duplicates to their first occurrence (a partitioned table's
         // unique index cannot see that two rows with different created_at share a key).
@@ -304,7 +308,10 @@ impl<E: PgEvent> PgEventStore<E> {
             .filter(|(_, ident)| ident.as_ref().is_none_or(|k| first.insert(k)))
             .map(|(e, _)| e.clone())
             .collect();
-        let q = E::bind_extra(bind_common(self.query(sql), &to_insert), &to_insert);
+        let mut q = E::bind_extra(bind_common(self.query(sql), &to_insert), &to_insert);
+        if let Some(worker) = leased_to {
+            q = q.bind(worker.as_str().to_owned());
+        }
         let rows = q.fetch_all(&mut *conn).await.op("insert")?;
         let mut inserted: HashMap<Uuid, E> = HashMap::with_capacity(rows.len());
         for e in self.decode(&rows)? {
@@ -430,7 +437,9 @@ impl<E: PgEvent> PgEventStore<E> {
         conn: &mut PgConnection,
         event: &E,
     ) -> Result<Inserted<E>, StoreError> {
-        let mut v = self.insert_impl(conn, std::slice::from_ref(event)).await?;
+        let mut v = self
+            .insert_impl(conn, std::slice::from_ref(event), None)
+            .await?;
         v.pop().ok_or_else(|| StoreError::Other {
             operation: "insert",
             message: "no result row".into(),
@@ -444,7 +453,7 @@ impl<E: PgEvent> PgEventStore<E> {
         conn: &mut PgConnection,
         events: &[E],
     ) -> Result<Vec<Inserted<E>>, StoreError> {
-        self.insert_impl(conn, events).await
+        self.insert_impl(conn, events, None).await
     }
 
     /// Bring a terminally failed event back to pending with a fresh budget (and drop its
@@ -685,6 +694,17 @@ impl<E: PgEvent> FetchPending for PgEventStore<E> {
 }
 
 impl<E: PgEvent> LockEvent for PgEventStore<E> {
+    /// One statement: the insert writes each new row's lease (`locked_at = now()`).
+    async fn insert_leased(
+        &self,
+        conn: &mut PgConnection,
+        events: &[E],
+        worker: &WorkerId,
+        _lease_ttl: TimeDelta,
+    ) -> Result<Vec<Inserted<E>>, StoreError> {
+        self.insert_impl(conn, events, Some(worker)).await
+    }
+
     async fn try_lock(
         &self,
         conn: &mut PgConnection,
@@ -914,7 +934,7 @@ impl<E: PgEvent> InsertEvents for PgEventStore<E> {
         conn: &mut PgConnection,
         events: &[E],
     ) -> Result<Vec<Inserted<E>>, StoreError> {
-        self.insert_impl(conn, events).await
+        self.insert_impl(conn, events, None).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! Inbox poison that PostgreSQL refuses (issue 9 §1): data that parses and validates in Rust
 //! but that `jsonb` or `text` rejects must end as a dead letter — its body and headers kept
 //! exactly — and be acknowledged, under every ack strategy; the message behind it is handled.
-//! Against a real PostgreSQL (DATABASE_URL), fed from the in-memory broker.
+//! The same in a batch (`batch_size`): the refused insert sends the batch one message at a
+//! time. Against a real PostgreSQL (DATABASE_URL), fed from the in-memory broker.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
@@ -39,7 +40,7 @@ fn event(payload: serde_json::Value) -> OutboxEvent {
         .unwrap()
 }
 
-async fn poison_then_good(strategy: AckStrategy, partitioned: bool) {
+async fn poison_then_good(strategy: AckStrategy, partitioned: bool, batched: bool) {
     let (db, cfg) = TestDb::migrated(partitioned).await;
     let store = PgInboxStore::new(&cfg).unwrap();
     let broker = MemoryBroker::new();
@@ -73,6 +74,7 @@ async fn poison_then_good(strategy: AckStrategy, partitioned: bool) {
     )
     .ack_strategy(strategy)
     .handler(handler)
+    .batch_size(if batched { 10 } else { 1 })
     .build()
     .unwrap();
     let mut outcomes = Vec::new();
@@ -80,12 +82,24 @@ async fn poison_then_good(strategy: AckStrategy, partitioned: bool) {
         if broker.pending(TOPIC, GROUP) == 0 && broker.in_flight(TOPIC, GROUP) == 0 {
             break;
         }
-        let out = tokio::time::timeout(Duration::from_secs(10), runner.process_one())
-            .await
-            .expect("process_one hung");
-        outcomes.push(out.map_err(|e| e.to_string()));
+        if batched {
+            // All four in one batch: the store refuses the batch's insert, so its messages
+            // are handled one at a time and only the refused ones are dead-lettered.
+            let out = tokio::time::timeout(Duration::from_secs(10), runner.process_batch())
+                .await
+                .expect("process_batch hung");
+            match out {
+                Ok(all) => outcomes.extend(all.into_iter().map(Ok)),
+                Err(e) => outcomes.push(Err(e.to_string())),
+            }
+        } else {
+            let out = tokio::time::timeout(Duration::from_secs(10), runner.process_one())
+                .await
+                .expect("process_one hung");
+            outcomes.push(out.map_err(|e| e.to_string()));
+        }
     }
-    let label = format!("{strategy:?}, partitioned {partitioned}");
+    let label = format!("{strategy:?}, partitioned {partitioned}, batched {batched}");
     assert_eq!(
         outcomes.len(),
         4,
@@ -156,7 +170,8 @@ async fn poison_postgres_refuses_is_dead_lettered_and_acked_under_every_strategy
             AckStrategy::AtLeastOnce(CommitPolicy::OnSuccess),
             AckStrategy::ExactlyOnceInbox,
         ] {
-            poison_then_good(strategy, partitioned).await;
+            poison_then_good(strategy, partitioned, false).await;
+            poison_then_good(strategy, partitioned, true).await;
         }
     }
 }

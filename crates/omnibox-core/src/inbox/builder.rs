@@ -21,6 +21,8 @@ pub const DEFAULT_PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause of [`InboxRunner::run`] (the pause doubles up to this).
 pub const DEFAULT_IDLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The largest [`InboxRunnerBuilder::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 10_000;
 /// Default redelivery delay for messages handed back without a retry time of their own
 /// (row leased by another worker, storage failure).
 pub const DEFAULT_REDELIVERY_DELAY: Duration = Duration::from_secs(1);
@@ -53,6 +55,8 @@ pub(crate) struct RunnerConfig {
     pub(crate) redelivery_delay: Duration,
     pub(crate) idle_min: Duration,
     pub(crate) idle_max: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) batch_linger: Duration,
 }
 
 impl std::fmt::Debug for RunnerConfig {
@@ -71,6 +75,8 @@ impl std::fmt::Debug for RunnerConfig {
             .field("redelivery_delay", &self.redelivery_delay)
             .field("idle_min", &self.idle_min)
             .field("idle_max", &self.idle_max)
+            .field("batch_size", &self.batch_size)
+            .field("batch_linger", &self.batch_linger)
             .finish_non_exhaustive()
     }
 }
@@ -105,6 +111,8 @@ struct PartialConfig {
     redelivery_delay: Duration,
     idle_min: Duration,
     idle_max: Duration,
+    batch_size: usize,
+    batch_linger: Duration,
 }
 
 impl<C, T, S> InboxRunnerBuilder<C, T, S, NoHandler> {
@@ -129,6 +137,8 @@ impl<C, T, S> InboxRunnerBuilder<C, T, S, NoHandler> {
                 redelivery_delay: DEFAULT_REDELIVERY_DELAY,
                 idle_min: DEFAULT_IDLE_BACKOFF_MIN,
                 idle_max: DEFAULT_IDLE_BACKOFF_MAX,
+                batch_size: 1,
+                batch_linger: Duration::ZERO,
             },
         }
     }
@@ -229,6 +239,28 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         self
     }
 
+    /// Handle up to `size` messages per transaction (default 1: one transaction per
+    /// message). [`InboxRunner::run`] then takes a message, adds those that arrive within
+    /// the [`batch_linger`](Self::batch_linger), and stores, handles and completes them in
+    /// one transaction, each handler in its own savepoint (a failure undoes only its own
+    /// writes and is recorded on its row in the same transaction); every message is
+    /// acknowledged or handed back only after that transaction committed. One commit
+    /// (one WAL flush) then serves the whole batch. The acknowledgement of each message
+    /// follows its strategy exactly as one at a time. See
+    /// [`InboxRunner::handle_batch`]. `size` must be 1 to [`MAX_BATCH_SIZE`].
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.cfg.batch_size = size;
+        self
+    }
+
+    /// How long a batch waits for more messages after its first one (default zero: it
+    /// takes only the messages the consumer already holds, so a quiet stream loses no
+    /// latency). Only with [`batch_size`](Self::batch_size) above 1.
+    pub fn batch_linger(mut self, linger: Duration) -> Self {
+        self.cfg.batch_linger = linger;
+        self
+    }
+
     /// Build the runner and go on configuring the [`InboxWorker`] that keeps it running
     /// (restart backoff): one chain from consumer to a running worker. Errors of either
     /// part are reported by the worker builder's `build`.
@@ -270,6 +302,12 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         if c.idle_min.is_zero() || c.idle_max < c.idle_min {
             return Err(Error::Config("idle backoff needs 0 < min <= max".into()));
         }
+        if !(1..=MAX_BATCH_SIZE).contains(&c.batch_size) {
+            return Err(Error::Config(format!(
+                "batch_size must be 1 to {MAX_BATCH_SIZE}, not {}",
+                c.batch_size
+            )));
+        }
         let worker = match self.worker {
             Some(w) => w,
             None => WorkerId::generate("inbox")?,
@@ -294,6 +332,8 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
                 redelivery_delay: c.redelivery_delay,
                 idle_min: c.idle_min,
                 idle_max: c.idle_max,
+                batch_size: c.batch_size,
+                batch_linger: c.batch_linger,
             },
         ))
     }

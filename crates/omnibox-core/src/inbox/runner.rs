@@ -18,6 +18,8 @@ use crate::model::limits::NAME_MAX;
 use crate::model::{Event, EventStatus, InboxEvent};
 use crate::pipeline::steps::{TRANSIENT_RETRY_DELAY, after};
 use crate::shutdown::Shutdown;
+mod batch;
+
 use crate::store::{
     DeadLetter, InboxStore, Inserted, LockOutcome, Settle, Settlement, Transactions,
 };
@@ -214,6 +216,16 @@ where
                 r = self.consumer.receive() => r,
             };
             let acked = match received {
+                Ok(first) if self.cfg.batch_size > 1 => {
+                    let batch = self.fill_batch(first).await;
+                    match self.handle_batch(batch).await {
+                        Ok(outcomes) => outcomes.iter().all(|o| o.acked),
+                        Err(e) => {
+                            tracing::warn!(job = %self.cfg.job, error = %e, "handling a batch failed");
+                            false
+                        }
+                    }
+                }
                 Ok(delivery) => match self.handle_delivery(delivery).await {
                     Ok(outcome) => {
                         if !outcome.acked {
@@ -539,8 +551,13 @@ where
         conn: &mut T::Conn,
         event: &InboxEvent,
     ) -> Result<(Stored, bool), StoreError> {
-        let row = match self.insert_dedup(conn, event).await? {
-            Ok(row) => row,
+        // With a handler to run, a new row is written leased to this worker (no lock
+        // round trip); without one it stays unleased for a batch inbox processor.
+        let (row, leased) = match self
+            .insert_dedup(conn, event, self.handler.is_some())
+            .await?
+        {
+            Ok(found) => found,
             Err(done) => return Ok((Stored::Duplicate(done), false)),
         };
         match row.common.status {
@@ -553,11 +570,17 @@ where
         };
         // Commit in every branch below: a lock may have taken over an expired lease, which
         // spends an attempt (and may dead-letter the row) — that must not be rolled back.
-        let locked = match self.lock(conn, &row).await? {
-            LockOutcome::Locked(locked) => locked,
-            LockOutcome::Busy(r) | LockOutcome::NotDue(r) => return Ok((Stored::Busy(r), true)),
-            LockOutcome::Finished(r) => return Ok((finished(r), true)),
-            LockOutcome::Missing => return Err(vanished("try_lock", &row)),
+        let locked = if leased {
+            row
+        } else {
+            match self.lock(conn, &row).await? {
+                LockOutcome::Locked(locked) => locked,
+                LockOutcome::Busy(r) | LockOutcome::NotDue(r) => {
+                    return Ok((Stored::Busy(r), true));
+                }
+                LockOutcome::Finished(r) => return Ok((finished(r), true)),
+                LockOutcome::Missing => return Err(vanished("try_lock", &row)),
+            }
         };
         let lease = lease_of(&locked)?;
         let started = Instant::now();
@@ -644,8 +667,8 @@ where
         event: &InboxEvent,
         failure: &Failure,
     ) -> Result<(Recorded, bool), StoreError> {
-        let row = match self.insert_dedup(conn, event).await? {
-            Ok(row) => row,
+        let (row, leased) = match self.insert_dedup(conn, event, true).await? {
+            Ok(found) => found,
             Err(_done) => return Ok((Recorded::Completed, false)),
         };
         match row.common.status {
@@ -653,18 +676,24 @@ where
             EventStatus::Failed => return Ok((Recorded::DeadLettered, false)),
             EventStatus::Pending => {}
         }
-        let locked = match self.lock(conn, &row).await? {
-            LockOutcome::Locked(locked) => locked,
-            LockOutcome::Busy(_) | LockOutcome::NotDue(_) => return Ok((Recorded::Busy, true)),
-            LockOutcome::Finished(r) => {
-                let rec = if r.common.status == EventStatus::Completed {
-                    Recorded::Completed
-                } else {
-                    Recorded::DeadLettered
-                };
-                return Ok((rec, true));
+        let locked = if leased {
+            row
+        } else {
+            match self.lock(conn, &row).await? {
+                LockOutcome::Locked(locked) => locked,
+                LockOutcome::Busy(_) | LockOutcome::NotDue(_) => {
+                    return Ok((Recorded::Busy, true));
+                }
+                LockOutcome::Finished(r) => {
+                    let rec = if r.common.status == EventStatus::Completed {
+                        Recorded::Completed
+                    } else {
+                        Recorded::DeadLettered
+                    };
+                    return Ok((rec, true));
+                }
+                LockOutcome::Missing => return Err(vanished("try_lock", &row)),
             }
-            LockOutcome::Missing => return Err(vanished("try_lock", &row)),
         };
         let lease = lease_of(&locked)?;
         let now = self.cfg.clock.now();
@@ -707,18 +736,34 @@ where
         }
     }
 
-    /// Insert with dedup. `Ok(row)`: the stored row (new or existing); `Err(row)`: a
-    /// completed sibling with the same key exists (partitioned tables), so this is a
-    /// duplicate and the transaction must roll back.
+    /// Insert with dedup, a new row leased to this worker when `lease`. `Ok((row,
+    /// leased))`: the stored row (new or existing) and whether this call leased it;
+    /// `Err(row)`: a completed sibling with the same key exists (partitioned tables), so
+    /// this is a duplicate and the transaction must roll back.
     async fn insert_dedup(
         &self,
         conn: &mut T::Conn,
         event: &InboxEvent,
-    ) -> Result<Result<InboxEvent, InboxEvent>, StoreError> {
-        match self.store.insert(conn, event).await? {
-            Inserted::Duplicate(row) => Ok(Ok(row)),
+        lease: bool,
+    ) -> Result<Result<(InboxEvent, bool), InboxEvent>, StoreError> {
+        let inserted = if lease {
+            let events = std::slice::from_ref(event);
+            let mut rows = self
+                .store
+                .insert_leased(conn, events, &self.cfg.worker, self.cfg.lease_ttl)
+                .await?;
+            rows.pop().ok_or_else(|| StoreError::Other {
+                operation: "insert_leased",
+                message: "no result row".into(),
+                source: None,
+            })?
+        } else {
+            self.store.insert(conn, event).await?
+        };
+        match inserted {
+            Inserted::Duplicate(row) => Ok(Ok((row, false))),
             // A unique dedup index means a new row is the only one with its key.
-            Inserted::New(row) if self.store.dedup_key_is_unique() => Ok(Ok(row)),
+            Inserted::New(row) if self.store.dedup_key_is_unique() => Ok(Ok((row, lease))),
             Inserted::New(row) => {
                 let sibling = self
                     .store
@@ -729,7 +774,7 @@ where
                         row.common.id,
                     )
                     .await?;
-                Ok(if sibling { Err(row) } else { Ok(row) })
+                Ok(if sibling { Err(row) } else { Ok((row, lease)) })
             }
         }
     }

@@ -159,8 +159,20 @@ fn script(s: Situation) -> Option<Script> {
     }
 }
 
-async fn observe(situation: Situation, strategy: AckStrategy) -> Expect {
+/// The two healthy messages around the situation's message in a batch.
+const COMPANIONS: [&str; 2] = ["companion-before", "companion-after"];
+
+/// Run the situation alone (`process_one`), or in a batch between two healthy messages
+/// (`process_batch`), and read back what happened to its message. In a batch, the
+/// companions are checked too: they complete and are acknowledged whatever their
+/// neighbour does, except when storing fails (the whole batch is handed back).
+async fn observe(situation: Situation, strategy: AckStrategy, batched: bool) -> Expect {
     let h = Harness::new();
+    if batched {
+        // A unique dedup key: the batch path (otherwise a batch runs one at a time).
+        h.store.set_dedup_key_unique(true);
+        h.push(COMPANIONS[0]);
+    }
     match situation {
         Duplicate => h.seed_completed(MSG).await,
         RowFailed => h.seed_failed(MSG).await,
@@ -174,25 +186,67 @@ async fn observe(situation: Situation, strategy: AckStrategy) -> Expect {
     } else {
         h.push(MSG);
     }
+    if batched {
+        h.push(COMPANIONS[1]);
+    }
     let limits = if situation == HandlerErrorLastAttempt {
         attempts(1)
     } else {
         Limits::default()
     };
     let mut builder = h.builder(strategy, "runner-1").limits(limits);
+    if batched {
+        builder = builder.batch_size(10);
+    }
     if situation == HandlerTimeoutTransient {
         builder = builder.process_timeout_kind(crate::FailureKind::Transient);
     }
-    let result: Result<ConsumeOutcome, crate::Error> = match script(situation) {
-        None => {
+    let result: Result<ConsumeOutcome, crate::Error> = match (script(situation), batched) {
+        (None, false) => {
             let mut r = builder.build().unwrap();
             tokio::time::timeout(WAIT, r.process_one()).await.unwrap()
         }
-        Some(s) => {
+        (Some(s), false) => {
             let mut r = builder.handler(Scripted::new(s)).build().unwrap();
             tokio::time::timeout(WAIT, r.process_one()).await.unwrap()
         }
+        (None, true) => {
+            let mut r = builder.build().unwrap();
+            let all = tokio::time::timeout(WAIT, r.process_batch()).await.unwrap();
+            situation_outcome(all)
+        }
+        (Some(s), true) => {
+            let mut r = builder.handler(Scripted::new(s)).build().unwrap();
+            let all = tokio::time::timeout(WAIT, r.process_batch()).await.unwrap();
+            situation_outcome(all)
+        }
     };
+    let mut companions_acked = 0;
+    if batched {
+        let batch_lost = situation == PersistFailure;
+        for c in COMPANIONS {
+            let row = h.row(c).await;
+            let (want, effect) = match (batch_lost, script(situation)) {
+                (true, _) => (None, 0),
+                (false, None) => (Some(EventStatus::Pending), 0),
+                (false, Some(_)) => (Some(EventStatus::Completed), 1),
+            };
+            assert_eq!(
+                status(&row),
+                want,
+                "{situation:?} × {strategy}: companion {c}"
+            );
+            assert_eq!(
+                h.effect(c).await,
+                effect,
+                "{situation:?} × {strategy}: companion {c} effect"
+            );
+        }
+        if !batch_lost || strategy == AckStrategy::AtMostOnce {
+            companions_acked = 2;
+        }
+    }
+    let deliveries = if batched { 3 } else { 1 };
     let row = h.row(MSG).await;
     let row = match &row {
         None => Absent,
@@ -206,10 +260,14 @@ async fn observe(situation: Situation, strategy: AckStrategy) -> Expect {
             },
         },
     };
-    assert_eq!(h.acked() + h.nacked(), 1, "exactly one ack or nack");
+    assert_eq!(
+        h.acked() + h.nacked(),
+        deliveries,
+        "{situation:?} × {strategy}: exactly one ack or nack per delivery"
+    );
     let outcome = result.as_ref().ok();
     Expect {
-        acked: h.acked() == 1,
+        acked: h.acked() - companions_acked == 1,
         error: result.is_err(),
         row,
         dead_letters: h.dead_letters().await.len(),
@@ -220,12 +278,39 @@ async fn observe(situation: Situation, strategy: AckStrategy) -> Expect {
     }
 }
 
+/// The situation's outcome out of a batch's (its message is the second delivery, or the
+/// first when the malformed message was handled apart).
+fn situation_outcome(
+    all: Result<Vec<ConsumeOutcome>, crate::Error>,
+) -> Result<ConsumeOutcome, crate::Error> {
+    let all = all?;
+    all.iter()
+        .find(|o| {
+            !o.message_id
+                .as_deref()
+                .is_some_and(|m| m.starts_with(COMPANION))
+        })
+        .cloned()
+        .ok_or_else(|| crate::Error::Config(format!("no outcome for {MSG}: {all:?}")))
+}
+
 #[tokio::test(start_paused = true)]
 async fn outcome_table() {
+    check_table(false).await;
+}
+
+/// The same table, each message handled in a batch between two healthy ones: a batch
+/// acknowledges every message exactly as one at a time would.
+#[tokio::test(start_paused = true)]
+async fn outcome_table_in_a_batch() {
+    check_table(true).await;
+}
+
+async fn check_table(batched: bool) {
     let mut mismatches = Vec::new();
     for (situation, expected) in TABLE {
         for (strategy, want) in STRATEGIES.iter().zip(expected) {
-            let mut got = observe(*situation, *strategy).await;
+            let mut got = observe(*situation, *strategy, batched).await;
             if want.error {
                 // The outcome is not returned with an error: its flags are not observable.
                 got.dead_lettered = want.dead_lettered;
