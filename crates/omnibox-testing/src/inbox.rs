@@ -15,7 +15,7 @@ const SUITE: &str = "inbox store";
 /// Run every inbox store check: the generic store checks (see
 /// [`crate::outbox_store_conformance`]) plus dedup by `(message_id, consumer_group)`
 /// (also within one `insert_many`), lookups, `try_lock` with
-/// `ignore_schedule`, and the absence of per-key ordering. `make` returns a fresh,
+/// `ignore_schedule`, `insert_leased` (new rows leased, stored ones untouched), and the absence of per-key ordering. `make` returns a fresh,
 /// isolated database handle and store for each check.
 ///
 /// ```
@@ -41,6 +41,7 @@ where
         dedup_by_message_and_group,
         lookups,
         try_lock_schedule,
+        insert_leased_leases_new_rows,
         no_key_ordering
     );
 }
@@ -190,6 +191,68 @@ where
         matches!(r, LockOutcome::Finished(_)),
         format_args!("finished: {r:?}"),
     );
+}
+
+async fn insert_leased_leases_new_rows<T, S>(h: &Harness<'_, T, S>)
+where
+    T: Transactions,
+    S: FullStore<T::Conn, Event = InboxEvent> + InboxLookup,
+{
+    let stored = message("m1", SAMPLE_GROUP);
+    h.insert(std::slice::from_ref(&stored)).await;
+    let fresh = message("m2", SAMPLE_GROUP);
+    let batch = [
+        message("m1", SAMPLE_GROUP),
+        fresh.clone(),
+        message("m2", SAMPLE_GROUP),
+    ];
+    let w1 = crate::harness::worker("w1");
+    let mut tx = h.begin().await;
+    let got = h.ctx.ok(
+        h.store
+            .insert_leased(&mut tx, &batch, &w1, LONG_LEASE)
+            .await,
+        "insert_leased",
+    );
+    h.commit(tx).await;
+    let [first, second, third] = got.as_slice() else {
+        h.ctx
+            .fail(format_args!("one result per event, got {got:?}"))
+    };
+    h.ctx.ensure(
+        matches!(first, omnibox_core::store::Inserted::Duplicate(e)
+            if e.id() == stored.id() && e.common.locked_by.is_none()),
+        format_args!("a stored row comes back as it is, not leased: {first:?}"),
+    );
+    let omnibox_core::store::Inserted::New(leased) = second else {
+        h.ctx
+            .fail(format_args!("a new row comes back new: {second:?}"))
+    };
+    h.ctx.ensure(
+        leased.id() == fresh.id()
+            && leased.common.locked_by.as_deref() == Some("w1")
+            && leased.common.locked_at.is_some(),
+        format_args!("a new row comes back leased to w1: {leased:?}"),
+    );
+    h.ctx.ensure(
+        matches!(third, omnibox_core::store::Inserted::Duplicate(e) if e.id() == fresh.id()),
+        format_args!("a repeat within the call resolves to the first: {third:?}"),
+    );
+    h.ctx.eq(
+        ids(&h.claim("w2", 10).await),
+        vec![stored.id()],
+        "the leased row is not claimable, the stored one is",
+    );
+    let r = h.try_lock("w2", fresh.id(), LONG_LEASE, true).await;
+    h.ctx.ensure(
+        matches!(r, LockOutcome::Busy(_)),
+        format_args!("the lease is live: {r:?}"),
+    );
+    let r = h
+        .settle("w1", &[settlement(&h.ctx, leased, Settle::Complete)])
+        .await;
+    h.ctx
+        .eq(r.completed, vec![fresh.id()], "the lease fences settle");
 }
 
 async fn no_key_ordering<T, S>(h: &Harness<'_, T, S>)
