@@ -6,6 +6,10 @@
 //!   SQL, no per-key order) with as many tasks; 1/2/4 workers, batch 100/1000, 1k and 50k
 //!   keys, mark and delete completion. `scaling` compares each worker count with one.
 //! - `enqueue`: one business row per transaction, with and without one event beside it.
+//! - `inbox`: messages/s through inbox runners (exactly once, a handler writing one row)
+//!   against the commit rate of as many connections; plain and batched, 1/4/8 runners
+//!   (`suite/inbox.rs`; knobs `OMNIBOX_SUITE_MESSAGES`, `OMNIBOX_SUITE_INBOX_BATCH`,
+//!   `OMNIBOX_SUITE_RUNNERS`).
 //! - `latency`: commit → publish at a steady rate, LISTEN/NOTIFY wake-ups, on an
 //!   in-memory publisher (an analysed table and a never-analysed one) and on RabbitMQ with
 //!   publisher confirms at the default settings.
@@ -35,6 +39,9 @@ use omnibox_postgres::{
 use omnibox_rabbitmq::{RabbitPublisher, lapin};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use uuid::Uuid;
+
+#[path = "suite/inbox.rs"]
+mod inbox;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -557,6 +564,9 @@ async fn main() {
     }
     if wanted("enqueue") {
         enqueue_overhead(&b, rounds).await;
+    }
+    if wanted("inbox") {
+        inbox::inbox_ingest(&b, rounds).await;
     }
     if wanted("latency") {
         latency_suite(&b, secs, rate).await;

@@ -551,52 +551,59 @@ where
         conn: &mut T::Conn,
         event: &InboxEvent,
     ) -> Result<(Stored, bool), StoreError> {
-        // With a handler to run, a new row is written leased to this worker (no lock
-        // round trip); without one it stays unleased for a batch inbox processor.
-        let (row, leased) = match self
-            .insert_dedup(conn, event, self.handler.is_some())
+        let Some(handler) = &self.handler else {
+            // Stored pending, unleased, for a batch inbox processor.
+            let (row, _) = match self.insert_dedup(conn, event, false).await? {
+                Ok(found) => found,
+                Err(done) => return Ok((Stored::Duplicate(done), false)),
+            };
+            return Ok(match row.common.status {
+                EventStatus::Completed => (Stored::Duplicate(row), false),
+                EventStatus::Failed => (Stored::Failed(row), false),
+                EventStatus::Pending => (Stored::Pending(row), true),
+            });
+        };
+        // A new message is stored already completed, and its handler runs after: until
+        // this transaction commits the row is its own (a concurrent insert of the same key
+        // waits on the unique index, then finds it completed), so it needs no lease, and
+        // success needs no second write — one statement per message besides the
+        // handler's. A failure rolls the row back with the handler's writes and is recorded
+        // in a second transaction, as for a row that was stored before.
+        let (row, new) = match self
+            .insert_dedup(conn, &self.completed(event)?, false)
             .await?
         {
             Ok(found) => found,
             Err(done) => return Ok((Stored::Duplicate(done), false)),
         };
+        if new {
+            return Ok(match self.run_timed(handler, event, conn).await {
+                Attempt::Done { skipped } => (Stored::Handled { row, skipped }, true),
+                Attempt::Failed(failure) => (
+                    Stored::HandlerFailed {
+                        row: event.clone(),
+                        failure,
+                    },
+                    false,
+                ),
+            });
+        }
         match row.common.status {
             EventStatus::Completed => return Ok((Stored::Duplicate(row), false)),
             EventStatus::Failed => return Ok((Stored::Failed(row), false)),
             EventStatus::Pending => {}
         }
-        let Some(handler) = &self.handler else {
-            return Ok((Stored::Pending(row), true));
-        };
-        // Commit in every branch below: a lock may have taken over an expired lease, which
-        // spends an attempt (and may dead-letter the row) — that must not be rolled back.
-        let locked = if leased {
-            row
-        } else {
-            match self.lock(conn, &row).await? {
-                LockOutcome::Locked(locked) => locked,
-                LockOutcome::Busy(r) | LockOutcome::NotDue(r) => {
-                    return Ok((Stored::Busy(r), true));
-                }
-                LockOutcome::Finished(r) => return Ok((finished(r), true)),
-                LockOutcome::Missing => return Err(vanished("try_lock", &row)),
-            }
+        // A row stored by an earlier delivery: lease it. Commit in every branch below: a
+        // lock may have taken over an expired lease, which spends an attempt (and may
+        // dead-letter the row) — that must not be rolled back.
+        let locked = match self.lock(conn, &row).await? {
+            LockOutcome::Locked(locked) => locked,
+            LockOutcome::Busy(r) | LockOutcome::NotDue(r) => return Ok((Stored::Busy(r), true)),
+            LockOutcome::Finished(r) => return Ok((finished(r), true)),
+            LockOutcome::Missing => return Err(vanished("try_lock", &row)),
         };
         let lease = lease_of(&locked)?;
-        let started = Instant::now();
-        let attempt = run_handler(
-            handler,
-            &locked,
-            conn,
-            self.cfg.process_timeout,
-            self.cfg.process_timeout_kind,
-        )
-        .await;
-        self.metric(&Metric::HandlerDuration {
-            job: &self.cfg.job,
-            event_type: &locked.common.event_type,
-            duration: started.elapsed(),
-        });
+        let attempt = self.run_timed(handler, &locked, conn).await;
         match attempt {
             Attempt::Done { skipped } => {
                 let id = locked.common.id;
@@ -635,6 +642,42 @@ where
                 false,
             )),
         }
+    }
+
+    /// The handler on `row`, bounded by the process timeout, its duration recorded.
+    async fn run_timed(&self, handler: &H, row: &InboxEvent, conn: &mut T::Conn) -> Attempt {
+        let started = Instant::now();
+        let attempt = run_handler(
+            handler,
+            row,
+            conn,
+            self.cfg.process_timeout,
+            self.cfg.process_timeout_kind,
+        )
+        .await;
+        self.metric(&Metric::HandlerDuration {
+            job: &self.cfg.job,
+            event_type: &row.common.event_type,
+            duration: started.elapsed(),
+        });
+        attempt
+    }
+
+    /// `event` as the row it becomes when its handler succeeds: completed now.
+    fn completed(&self, event: &InboxEvent) -> Result<InboxEvent, StoreError> {
+        let mut common = event.common.clone();
+        common.status = EventStatus::Completed;
+        common.completed_at = Some(self.cfg.clock.now().max(common.created_at));
+        event
+            .with_common(common, &self.cfg.limits)
+            .map_err(|e| StoreError::Other {
+                operation: "insert",
+                message: format!(
+                    "inbox row {} cannot be stored completed: {e}",
+                    event.common.id
+                ),
+                source: None,
+            })
     }
 
     /// Transaction 2, after a handler failure rolled transaction 1 back: store the row again
@@ -736,8 +779,8 @@ where
         }
     }
 
-    /// Insert with dedup, a new row leased to this worker when `lease`. `Ok((row,
-    /// leased))`: the stored row (new or existing) and whether this call leased it;
+    /// Insert with dedup, a new row leased to this worker when `lease`. `Ok((row, new))`:
+    /// the stored row and whether this call wrote it (then leased when `lease`);
     /// `Err(row)`: a completed sibling with the same key exists (partitioned tables), so
     /// this is a duplicate and the transaction must roll back.
     async fn insert_dedup(
@@ -763,7 +806,7 @@ where
         match inserted {
             Inserted::Duplicate(row) => Ok(Ok((row, false))),
             // A unique dedup index means a new row is the only one with its key.
-            Inserted::New(row) if self.store.dedup_key_is_unique() => Ok(Ok((row, lease))),
+            Inserted::New(row) if self.store.dedup_key_is_unique() => Ok(Ok((row, true))),
             Inserted::New(row) => {
                 let sibling = self
                     .store
@@ -774,7 +817,7 @@ where
                         row.common.id,
                     )
                     .await?;
-                Ok(if sibling { Err(row) } else { Ok((row, lease)) })
+                Ok(if sibling { Err(row) } else { Ok((row, true)) })
             }
         }
     }

@@ -1,7 +1,9 @@
-//! The inbox runner's batches against a real PostgreSQL (DATABASE_URL), fed from the
-//! in-memory broker: one transaction for the batch, a handler whose SQL aborts the
+//! The inbox runner against a real PostgreSQL (DATABASE_URL), fed from the in-memory
+//! broker. Batches: one transaction for the batch, a handler whose SQL aborts the
 //! transaction or that is cut off mid-query rolled back alone, a message delivered twice in
-//! one batch handled once, and every acknowledgement after the commit.
+//! one batch handled once, every acknowledgement after the commit. One at a time: two
+//! runners racing the same message (a new message is stored completed before its handler
+//! runs) handle it once, also when the first handler fails.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
 
 mod common;
@@ -24,6 +26,8 @@ const GROUP: &str = "billing";
 #[derive(Clone)]
 struct Effects {
     table: String,
+    /// `fails-once` fails while this is set (the first call clears it).
+    fail_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Handler<InboxEvent, PgConnection> for Effects {
@@ -43,6 +47,15 @@ impl Handler<InboxEvent, PgConnection> for Effects {
                     .await
                     .map_err(|e| HandlerError::permanent(e.to_string()))?;
             }
+            "fails-once"
+                if self
+                    .fail_once
+                    .swap(false, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                return Err(HandlerError::permanent("first try fails"));
+            }
+            "race" | "fails-once" => tokio::time::sleep(Duration::from_millis(300)).await,
             "slow" => {
                 sqlx::query("SELECT pg_sleep(2)")
                     .execute(&mut *conn)
@@ -67,6 +80,7 @@ struct Setup {
     store: PgInboxStore,
     broker: MemoryBroker,
     effects: String,
+    fail_once: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn setup() -> Setup {
@@ -84,6 +98,7 @@ async fn setup() -> Setup {
         store,
         broker: MemoryBroker::new(),
         effects,
+        fail_once: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
     }
 }
 
@@ -96,9 +111,7 @@ impl Setup {
             GROUP,
         )
         .ack_strategy(strategy)
-        .handler(Effects {
-            table: self.effects.clone(),
-        })
+        .handler(self.handler())
         .process_timeout(Duration::from_millis(300))
         .batch_size(50)
         .build()
@@ -107,6 +120,13 @@ impl Setup {
             .await
             .expect("process_batch hung")
             .unwrap()
+    }
+
+    fn handler(&self) -> Effects {
+        Effects {
+            table: self.effects.clone(),
+            fail_once: self.fail_once.clone(),
+        }
     }
 
     async fn effects(&self) -> Vec<String> {
@@ -247,4 +267,78 @@ async fn a_batch_redelivered_after_its_commit_runs_no_handler_again() {
         "{second:#?}"
     );
     assert_eq!(s.effects().await, ["m1", "m2", "m3"], "effects once");
+}
+
+/// Two runners, each fed the same message by its own broker, handle it at the same time,
+/// one at a time (`batch_size` 1). The handler writes the message id under a primary key,
+/// so handling it twice would fail; each handler call takes 300 ms, so the second insert
+/// of the row waits on the first's uncommitted one.
+async fn race(message_id: &str) -> (Setup, Vec<ConsumeOutcome>) {
+    let s = setup().await;
+    let second = MemoryBroker::new();
+    push(&s.broker, message_id);
+    push(&second, message_id);
+    let runner = |broker: &MemoryBroker, worker: &str| {
+        InboxRunner::builder(
+            broker.consumer([TOPIC], GROUP),
+            PgDatabase::new(s.db.pool.clone()),
+            s.store.clone(),
+            GROUP,
+        )
+        .worker_id(omnibox_core::model::WorkerId::new(worker).unwrap())
+        .redelivery_delay(Duration::from_millis(10))
+        .handler(s.handler())
+        .build()
+        .unwrap()
+    };
+    let (mut a, mut b) = (runner(&s.broker, "a"), runner(&second, "b"));
+    let (ra, rb) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(a.process_one(), async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            b.process_one().await
+        })
+    })
+    .await
+    .expect("racing runners hung");
+    (s, vec![ra.unwrap(), rb.unwrap()])
+}
+
+#[tokio::test]
+async fn two_runners_racing_one_message_handle_it_once() {
+    let (s, outcomes) = race("race").await;
+    assert!(outcomes.iter().all(|o| o.acked), "{outcomes:#?}");
+    assert_eq!(
+        outcomes.iter().filter(|o| o.handled).count(),
+        1,
+        "one handles: {outcomes:#?}"
+    );
+    assert!(
+        outcomes[1].duplicate,
+        "the later one waits, then finds it done: {outcomes:#?}"
+    );
+    assert_eq!(s.effects().await, ["race"]);
+    let rows = s.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(
+        (rows[0].1.as_str(), rows[0].2),
+        ("completed", 0),
+        "{rows:#?}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_first_of_two_racing_runners_fails_the_second_handles_the_message() {
+    let (s, outcomes) = race("fails-once").await;
+    let [first, second] = outcomes.as_slice() else {
+        panic!("{outcomes:#?}")
+    };
+    assert!(!first.handled, "{first:?}");
+    assert!(second.handled && second.acked, "{second:?}");
+    // The first records its failure after the second completed the row: nothing to
+    // record, and the message is done (acknowledged).
+    assert!(first.acked && first.duplicate, "{first:?}");
+    assert_eq!(s.effects().await, ["fails-once"]);
+    let rows = s.rows().await;
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0].1, "completed", "{rows:#?}");
 }
