@@ -163,7 +163,7 @@ impl Setup {
     }
 }
 
-fn outcome<'a>(all: &'a [ConsumeOutcome], i: usize) -> &'a ConsumeOutcome {
+fn outcome(all: &[ConsumeOutcome], i: usize) -> &ConsumeOutcome {
     all.get(i)
         .unwrap_or_else(|| panic!("no outcome {i}: {all:#?}"))
 }

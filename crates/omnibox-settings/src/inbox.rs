@@ -69,6 +69,12 @@ pub struct InboxSettings {
     /// Longest such pause (default 5 s).
     #[serde(with = "humantime_serde")]
     pub idle_backoff_max: Duration,
+    /// Messages stored, handled and committed per transaction (default 1; see
+    /// [`InboxRunnerBuilder::batch_size`]).
+    pub batch_size: usize,
+    /// How long a batch waits for more messages after its first (default 0 s).
+    #[serde(with = "humantime_serde")]
+    pub batch_linger: Duration,
     /// Backoff of counted handler failures.
     pub backoff: BackoffSettings,
 }
@@ -84,6 +90,8 @@ impl Default for InboxSettings {
             redelivery_delay: DEFAULT_REDELIVERY_DELAY,
             idle_backoff_min: DEFAULT_IDLE_BACKOFF_MIN,
             idle_backoff_max: DEFAULT_IDLE_BACKOFF_MAX,
+            batch_size: 1,
+            batch_linger: Duration::ZERO,
             backoff: BackoffSettings::default(),
         }
     }
@@ -103,6 +111,8 @@ impl InboxSettings {
             .lease_ttl(timestamp_offset("inbox.lease_ttl", self.lease_ttl)?)
             .redelivery_delay(self.redelivery_delay)
             .idle_backoff(self.idle_backoff_min, self.idle_backoff_max)
+            .batch_size(self.batch_size)
+            .batch_linger(self.batch_linger)
             .backoff(self.backoff.to_backoff("inbox.backoff")?))
     }
 }

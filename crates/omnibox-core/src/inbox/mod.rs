@@ -26,6 +26,29 @@
 //!    its dead letter (the store does both in `settle`); the message is then acknowledged.
 //!    If recording fails, the message is handed back.
 //!
+//! A message seen for the first time takes one statement besides the handler's: with a
+//! handler to run, its row is inserted already *completed*, then the handler runs in the same
+//! transaction. Until the commit the row is that transaction's alone (a concurrent delivery
+//! of the same message waits on the unique dedup index, then finds it completed), so it
+//! needs no lease and success no second write; a failure rolls the row back with the
+//! handler's writes (step 5). A row stored by an earlier delivery is leased and settled as
+//! above.
+//!
+//! ## Batches
+//!
+//! With [`InboxRunnerBuilder::batch_size`] above 1, [`InboxRunner::run`] handles the
+//! messages the consumer holds (up to the size, waiting at most the
+//! [`batch_linger`](InboxRunnerBuilder::batch_linger) for more) in **one transaction**:
+//! one insert for all rows (new rows leased by it), each handler in its own savepoint
+//! (a failure rolls back only its writes and is recorded on its row in the same
+//! transaction), one settle for all rows, one commit — then each message is acknowledged
+//! or handed back as the table below says. A message delivered twice within one batch is
+//! handled once. Data the store refuses sends the batch one message at a time (only that
+//! message is dead-lettered); any other storage failure hands the whole batch back. Each
+//! savepoint is a PostgreSQL subtransaction: past 64 in one transaction, other sessions'
+//! snapshots get slower (subtransaction cache overflow), so keep batches near 50–100. See
+//! [`InboxRunner::handle_batch`].
+//!
 //! Storage failures never acknowledge a message that was not acknowledged already: the
 //! message is handed back and `process_one` returns the error, so [`InboxRunner::run`] backs
 //! off. Every acknowledgement goes through the delivery's handle; a failed ack or nack is

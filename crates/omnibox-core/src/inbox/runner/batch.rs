@@ -149,12 +149,12 @@ where
         for (at, Delivery { message, ack }) in deliveries.into_iter().enumerate() {
             self.metric(&Metric::Consumed { job: &self.cfg.job });
             let mut slot = AckSlot(Some(ack));
-            if self.cfg.strategy.acks_first() {
-                if let Err(e) = self.ack(&mut slot).await {
-                    // Not acknowledged: the broker delivers it again; nothing was stored.
-                    first_error.get_or_insert(e);
-                    continue;
-                }
+            if self.cfg.strategy.acks_first()
+                && let Err(e) = self.ack(&mut slot).await
+            {
+                // Not acknowledged: the broker delivers it again; nothing was stored.
+                first_error.get_or_insert(e);
+                continue;
             }
             let built = match message {
                 Ok(msg) => self.build_event(msg),
@@ -196,12 +196,11 @@ where
             return Err(self.abandon(items, e, first_error).await);
         }
         let mut acked = Vec::with_capacity(items.len());
-        for i in 0..items.len() {
-            let follows = match items[i].state {
+        for item in &mut items {
+            let follows = match item.state {
                 State::Follows(j) => Some(acked.get(j).copied().unwrap_or(false)),
                 _ => None,
             };
-            let item = &mut items[i];
             let result = match follows {
                 Some(true) => {
                     item.out.duplicate = true;
