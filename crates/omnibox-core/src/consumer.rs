@@ -106,11 +106,55 @@ pub trait AckHandle: Send + 'static {
 
 /// One received message and its handle.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Delivery<A> {
     /// The parsed message, or why it could not be parsed.
     pub message: Result<IncomingMessage, MalformedMessage>,
     /// Acknowledge through this.
     pub ack: A,
+    /// The broker's unit of order: deliveries with equal keys are handled one after
+    /// another, in the order received, when a runner handles several at once
+    /// ([`InboxRunnerBuilder::concurrency`](crate::inbox::InboxRunnerBuilder::concurrency)).
+    /// Kafka: topic and partition; RabbitMQ: queue and routing key; NATS: subject;
+    /// the in-memory broker: topic and message key. `None` orders the delivery with the
+    /// others of its source (topic / queue / subject).
+    pub order_key: Option<String>,
+}
+
+impl<A> Delivery<A> {
+    /// A delivery without an order key (ordered with the others of its source).
+    pub fn new(message: Result<IncomingMessage, MalformedMessage>, ack: A) -> Self {
+        Self {
+            message,
+            ack,
+            order_key: None,
+        }
+    }
+
+    /// Set the order key (see [`Delivery::order_key`]).
+    #[must_use]
+    pub fn with_order_key(mut self, key: impl Into<String>) -> Self {
+        self.order_key = Some(key.into());
+        self
+    }
+
+    /// The same delivery with its handle wrapped (for consumers that wrap another).
+    pub fn map_ack<B>(self, wrap: impl FnOnce(A) -> B) -> Delivery<B> {
+        Delivery {
+            message: self.message,
+            ack: wrap(self.ack),
+            order_key: self.order_key,
+        }
+    }
+
+    /// The key deliveries are ordered by: the order key, else the message's source.
+    pub fn ordering(&self) -> &str {
+        match (&self.order_key, &self.message) {
+            (Some(key), _) => key,
+            (None, Ok(m)) => &m.source,
+            (None, Err(m)) => &m.source,
+        }
+    }
 }
 
 /// Receives broker messages one at a time.

@@ -268,13 +268,10 @@ impl<C: Consumer> Consumer for Spy<C> {
 
     async fn receive(&mut self) -> Result<Delivery<Self::Ack>, ConsumeError> {
         let d = self.inner.lock().await.receive().await?;
-        Ok(Delivery {
-            message: d.message,
-            ack: SpyAck {
-                inner: d.ack,
-                calls: self.calls.clone(),
-            },
-        })
+        Ok(d.map_ack(|inner| SpyAck {
+            inner,
+            calls: self.calls.clone(),
+        }))
     }
 
     async fn stop(&mut self) -> Result<(), ConsumeError> {

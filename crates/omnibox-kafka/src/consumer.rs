@@ -205,16 +205,15 @@ impl Consumer for KafkaConsumer {
         drop(message);
         let tp: Tp = (topic, partition);
         let token = lock(&self.consumer.context().tracker).delivered(&tp, offset);
-        Ok(Delivery {
-            message: parsed,
-            ack: KafkaAck {
-                consumer: Arc::clone(&self.consumer),
-                tp,
-                offset,
-                token,
-                seek_timeout: self.seek_timeout,
-            },
-        })
+        let order_key = format!("{}:{}", tp.0, tp.1);
+        let ack = KafkaAck {
+            consumer: Arc::clone(&self.consumer),
+            tp,
+            offset,
+            token,
+            seek_timeout: self.seek_timeout,
+        };
+        Ok(Delivery::new(parsed, ack).with_order_key(order_key))
     }
 
     async fn stop(&mut self) -> Result<(), ConsumeError> {

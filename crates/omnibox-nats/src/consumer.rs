@@ -207,6 +207,7 @@ impl Consumer for NatsConsumer {
         let (msg, acker) = msg.split();
         let headers = decode_headers(msg.headers.as_ref());
         let source = msg.subject.to_string();
+        let subject = source.clone();
         let message = match fallback_id {
             Some(fallback_id) => parse_message(
                 &msg.payload,
@@ -232,10 +233,7 @@ impl Consumer for NatsConsumer {
                 EnvelopeError::MissingMessageId,
             )),
         };
-        Ok(Delivery {
-            message,
-            ack: NatsAck { acker, delivered },
-        })
+        Ok(Delivery::new(message, NatsAck { acker, delivered }).with_order_key(subject))
     }
 
     /// Stops pulling; unacknowledged messages come back after `ack_wait`. The durable

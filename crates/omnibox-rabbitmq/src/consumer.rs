@@ -184,14 +184,13 @@ impl RabbitConsumer {
                 EnvelopeError::MissingMessageId,
             )),
         };
-        Delivery {
-            message,
-            ack: RabbitAck {
-                acker: d.acker,
-                delivery_tag: d.delivery_tag,
-                redelivered: d.redelivered,
-            },
-        }
+        let ack = RabbitAck {
+            acker: d.acker,
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+        };
+        // One consumer reads one queue: its routing keys are the units of order.
+        Delivery::new(message, ack).with_order_key(d.routing_key.as_str())
     }
 }
 

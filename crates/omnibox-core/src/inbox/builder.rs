@@ -23,6 +23,8 @@ pub const DEFAULT_IDLE_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const DEFAULT_IDLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The largest [`InboxRunnerBuilder::batch_size`].
 pub const MAX_BATCH_SIZE: usize = 10_000;
+/// The largest [`InboxRunnerBuilder::concurrency`].
+pub const MAX_CONCURRENCY: usize = 1_024;
 /// Default redelivery delay for messages handed back without a retry time of their own
 /// (row leased by another worker, storage failure).
 pub const DEFAULT_REDELIVERY_DELAY: Duration = Duration::from_secs(1);
@@ -57,6 +59,7 @@ pub(crate) struct RunnerConfig {
     pub(crate) idle_max: Duration,
     pub(crate) batch_size: usize,
     pub(crate) batch_linger: Duration,
+    pub(crate) concurrency: usize,
 }
 
 impl std::fmt::Debug for RunnerConfig {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for RunnerConfig {
             .field("idle_max", &self.idle_max)
             .field("batch_size", &self.batch_size)
             .field("batch_linger", &self.batch_linger)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -113,6 +117,7 @@ struct PartialConfig {
     idle_max: Duration,
     batch_size: usize,
     batch_linger: Duration,
+    concurrency: usize,
 }
 
 impl<C, T, S> InboxRunnerBuilder<C, T, S, NoHandler> {
@@ -139,6 +144,7 @@ impl<C, T, S> InboxRunnerBuilder<C, T, S, NoHandler> {
                 idle_max: DEFAULT_IDLE_BACKOFF_MAX,
                 batch_size: 1,
                 batch_linger: Duration::ZERO,
+                concurrency: 1,
             },
         }
     }
@@ -261,6 +267,23 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
         self
     }
 
+    /// Handle up to `n` messages at once in [`InboxRunner::run`] (default 1: one after
+    /// another), each in its own transaction, **keeping the broker's order** per
+    /// [`Delivery::order_key`](crate::consumer::Delivery::order_key) (Kafka partition,
+    /// RabbitMQ routing key, NATS subject): deliveries are spread over `n` lanes by that key
+    /// and a lane handles one at a time, so two messages of one key never overlap and are
+    /// handled in the order received. When a message is handed back (a failed handler,
+    /// a storage error), the messages of its key already received behind it are handed back
+    /// unhandled, so none overtakes it. At most `2 × n` deliveries are held at once.
+    /// Each lane takes its own connection: give the store's pool at least `n`.
+    /// `n` must be 1 to [`MAX_CONCURRENCY`]; above 1 it cannot be combined with a
+    /// [`batch_size`](Self::batch_size) above 1 (batches already pack many messages into
+    /// one transaction; run several runners for both).
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.cfg.concurrency = n;
+        self
+    }
+
     /// Build the runner and go on configuring the [`InboxWorker`] that keeps it running
     /// (restart backoff): one chain from consumer to a running worker. Errors of either
     /// part are reported by the worker builder's `build`.
@@ -308,6 +331,19 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
                 c.batch_size
             )));
         }
+        if !(1..=MAX_CONCURRENCY).contains(&c.concurrency) {
+            return Err(Error::Config(format!(
+                "concurrency must be 1 to {MAX_CONCURRENCY}, not {}",
+                c.concurrency
+            )));
+        }
+        if c.concurrency > 1 && c.batch_size > 1 {
+            return Err(Error::Config(format!(
+                "concurrency ({}) and batch_size ({}) cannot both be above 1: \
+                 choose one, or run several runners",
+                c.concurrency, c.batch_size
+            )));
+        }
         let worker = match self.worker {
             Some(w) => w,
             None => WorkerId::generate("inbox")?,
@@ -334,6 +370,7 @@ impl<C, T, S, H> InboxRunnerBuilder<C, T, S, H> {
                 idle_max: c.idle_max,
                 batch_size: c.batch_size,
                 batch_linger: c.batch_linger,
+                concurrency: c.concurrency,
             },
         ))
     }

@@ -109,7 +109,7 @@ pub(crate) mod worker;
 
 pub use builder::{
     DEFAULT_IDLE_BACKOFF_MAX, DEFAULT_IDLE_BACKOFF_MIN, DEFAULT_PROCESS_TIMEOUT,
-    DEFAULT_REDELIVERY_DELAY, InboxRunnerBuilder, MAX_BATCH_SIZE, NoHandler,
+    DEFAULT_REDELIVERY_DELAY, InboxRunnerBuilder, MAX_BATCH_SIZE, MAX_CONCURRENCY, NoHandler,
 };
 pub use outcome::ConsumeOutcome;
 pub use runner::InboxRunner;

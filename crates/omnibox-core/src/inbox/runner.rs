@@ -18,11 +18,12 @@ use crate::model::limits::NAME_MAX;
 use crate::model::{Event, EventStatus, InboxEvent};
 use crate::pipeline::steps::{TRANSIENT_RETRY_DELAY, after};
 use crate::shutdown::Shutdown;
-mod batch;
-
 use crate::store::{
     DeadLetter, InboxStore, Inserted, LockOutcome, Settle, Settlement, Transactions,
 };
+
+mod batch;
+pub(super) mod lanes;
 
 /// Consumes broker messages into the inbox: stores each under `(message_id,
 /// consumer_group)`, runs the handler in the same transaction, and acknowledges according to
@@ -68,18 +69,24 @@ use crate::store::{
 /// ```
 pub struct InboxRunner<C, T, S, H = NoHandler> {
     consumer: C,
+    core: Core<T, S, H>,
+    started: bool,
+}
+
+/// Everything of a runner but its consumer: what handles deliveries. Kept apart so that
+/// deliveries can be handled (borrowing this) while the consumer receives the next ones.
+struct Core<T, S, H> {
     db: T,
     store: S,
     handler: Option<H>,
     cfg: RunnerConfig,
-    started: bool,
 }
 
 impl<C, T, S, H> std::fmt::Debug for InboxRunner<C, T, S, H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InboxRunner")
-            .field("cfg", &self.cfg)
-            .field("has_handler", &self.handler.is_some())
+            .field("cfg", &self.core.cfg)
+            .field("has_handler", &self.core.handler.is_some())
             .field("started", &self.started)
             .finish_non_exhaustive()
     }
@@ -139,32 +146,34 @@ impl<C, T, S, H> InboxRunner<C, T, S, H> {
     ) -> Self {
         Self {
             consumer,
-            db,
-            store,
-            handler,
-            cfg,
+            core: Core {
+                db,
+                store,
+                handler,
+                cfg,
+            },
             started: false,
         }
     }
 
     /// The consumer group.
     pub fn consumer_group(&self) -> &str {
-        &self.cfg.group
+        &self.core.cfg.group
     }
 
     /// The worker id.
     pub fn worker(&self) -> &crate::model::WorkerId {
-        &self.cfg.worker
+        &self.core.cfg.worker
     }
 
     /// The acknowledgement strategy.
     pub fn ack_strategy(&self) -> AckStrategy {
-        self.cfg.strategy
+        self.core.cfg.strategy
     }
 
     /// The store.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.core.store
     }
 
     /// The consumer.
@@ -206,9 +215,18 @@ where
     /// message not yet returned stays unacknowledged); a message being handled is finished
     /// first. Errors are logged, not returned, except a failure to start or stop the
     /// consumer.
+    ///
+    /// With a [`concurrency`](InboxRunnerBuilder::concurrency) above 1, up to that many
+    /// messages are handled at once, one at a time per order key; the pause then applies
+    /// to the lane of the message handed back (and to receiving, after a receive error),
+    /// and a shutdown stops receiving and finishes the messages already received.
     pub async fn run(&mut self, shutdown: &Shutdown) -> Result<(), Error> {
         self.start().await?;
-        let mut pause = self.cfg.idle_min;
+        if self.core.cfg.concurrency > 1 {
+            self.run_lanes(shutdown).await;
+            return self.stop().await;
+        }
+        let mut pause = self.core.cfg.idle_min;
         while !shutdown.is_requested() {
             let received = tokio::select! {
                 biased;
@@ -216,42 +234,31 @@ where
                 r = self.consumer.receive() => r,
             };
             let acked = match received {
-                Ok(first) if self.cfg.batch_size > 1 => {
+                Ok(first) if self.core.cfg.batch_size > 1 => {
                     let batch = self.fill_batch(first).await;
-                    match self.handle_batch(batch).await {
+                    match self.core.handle_batch(batch).await {
                         Ok(outcomes) => outcomes.iter().all(|o| o.acked),
                         Err(e) => {
-                            tracing::warn!(job = %self.cfg.job, error = %e, "handling a batch failed");
+                            tracing::warn!(job = %self.core.cfg.job, error = %e, "handling a batch failed");
                             false
                         }
                     }
                 }
-                Ok(delivery) => match self.handle_delivery(delivery).await {
-                    Ok(outcome) => {
-                        if !outcome.acked {
-                            tracing::debug!(job = %self.cfg.job, message_id = ?outcome.message_id, "message handed back for redelivery");
-                        }
-                        outcome.acked
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %self.cfg.job, error = %e, "handling a message failed");
-                        false
-                    }
-                },
+                Ok(delivery) => self.core.handle_logged(delivery).await,
                 Err(e) => {
-                    tracing::warn!(job = %self.cfg.job, error = %e, "receiving a message failed");
+                    tracing::warn!(job = %self.core.cfg.job, error = %e, "receiving a message failed");
                     false
                 }
             };
             if acked {
-                pause = self.cfg.idle_min;
+                pause = self.core.cfg.idle_min;
             } else {
                 tokio::select! {
                     biased;
                     () = shutdown.requested() => break,
                     () = tokio::time::sleep(pause) => {}
                 }
-                pause = pause.saturating_mul(2).min(self.cfg.idle_max);
+                pause = pause.saturating_mul(2).min(self.core.cfg.idle_max);
             }
         }
         self.stop().await
@@ -261,20 +268,51 @@ where
     pub async fn process_one(&mut self) -> Result<ConsumeOutcome, Error> {
         self.start().await?;
         let delivery = self.consumer.receive().await?;
-        self.handle_delivery(delivery).await
+        self.core.handle_delivery(delivery).await
     }
 
     /// Handle one received message: store, handle, acknowledge or hand back, per the
     /// strategy. An `Err` means something failed that the broker must know about: the
     /// message was handed back (or, at most once, already acknowledged); `run` backs off.
-    #[tracing::instrument(name = "omnibox.inbox.message", skip_all,
-        fields(job = %self.cfg.job, group = %self.cfg.group))]
     pub async fn handle_delivery(
         &mut self,
         delivery: Delivery<C::Ack>,
     ) -> Result<ConsumeOutcome, Error> {
+        self.core.handle_delivery(delivery).await
+    }
+}
+
+impl<T, S, H> Core<T, S, H>
+where
+    T: Transactions,
+    S: InboxStore<Conn = T::Conn>,
+    H: Handler<InboxEvent, T::Conn>,
+{
+    /// [`Core::handle_delivery`] with its result logged: whether the message counts as
+    /// acknowledged (`false`: handed back, or an error; the caller pauses).
+    async fn handle_logged<A: AckHandle>(&self, delivery: Delivery<A>) -> bool {
+        match self.handle_delivery(delivery).await {
+            Ok(outcome) => {
+                if !outcome.acked {
+                    tracing::debug!(job = %self.cfg.job, message_id = ?outcome.message_id, "message handed back for redelivery");
+                }
+                outcome.acked
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.cfg.job, error = %e, "handling a message failed");
+                false
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "omnibox.inbox.message", skip_all,
+        fields(job = %self.cfg.job, group = %self.cfg.group))]
+    pub(super) async fn handle_delivery<A: AckHandle>(
+        &self,
+        delivery: Delivery<A>,
+    ) -> Result<ConsumeOutcome, Error> {
         self.metric(&Metric::Consumed { job: &self.cfg.job });
-        let Delivery { message, ack } = delivery;
+        let Delivery { message, ack, .. } = delivery;
         let mut slot = AckSlot(Some(ack));
         if self.cfg.strategy.acks_first() {
             self.ack(&mut slot).await?;
@@ -329,10 +367,10 @@ where
 
     /// A message that cannot become an inbox event: dead-letter it, then acknowledge — it
     /// would fail the same way on every redelivery.
-    async fn handle_malformed(
+    async fn handle_malformed<A: AckHandle>(
         &self,
         malformed: Box<MalformedMessage>,
-        slot: AckSlot<C::Ack>,
+        slot: AckSlot<A>,
     ) -> Result<ConsumeOutcome, Error> {
         let out = ConsumeOutcome::new(malformed.message_id.clone(), None);
         tracing::warn!(job = %self.cfg.job, message_id = ?malformed.message_id, source = %malformed.source, error = %malformed.error, "malformed message");
@@ -348,10 +386,10 @@ where
     /// level (ids, route, reason and body size; never the payload, which may hold personal
     /// data) and acknowledged: handing it back would redeliver it forever and block
     /// everything behind it.
-    async fn settle_poison(
+    async fn settle_poison<A: AckHandle>(
         &self,
         letter: DeadLetter,
-        mut slot: AckSlot<C::Ack>,
+        mut slot: AckSlot<A>,
         mut out: ConsumeOutcome,
         event_type: &str,
     ) -> Result<ConsumeOutcome, Error> {
@@ -391,10 +429,10 @@ where
         }
     }
 
-    async fn handle_event(
+    async fn handle_event<A: AckHandle>(
         &self,
         event: InboxEvent,
-        mut slot: AckSlot<C::Ack>,
+        mut slot: AckSlot<A>,
     ) -> Result<ConsumeOutcome, Error> {
         let mut out = ConsumeOutcome::new(Some(event.message_id.clone()), Some(event.common.id));
         let stored = match self.store_and_handle(&event).await {
@@ -512,9 +550,9 @@ where
     /// Another worker leases the row. When a durable row is enough (at most once, on
     /// persist) acknowledge; otherwise hand the message back: the other worker finishes
     /// (the redelivery then sees a completed row) or its lease expires and is taken over.
-    async fn ack_or_nack_busy(
+    async fn ack_or_nack_busy<A: AckHandle>(
         &self,
-        slot: &mut AckSlot<C::Ack>,
+        slot: &mut AckSlot<A>,
         strategy: AckStrategy,
     ) -> Result<bool, Error> {
         if strategy.acks_when_persisted() {
@@ -845,7 +883,7 @@ where
     }
 
     /// Acknowledge (no-op when already acknowledged). Returns `true`.
-    async fn ack(&self, slot: &mut AckSlot<C::Ack>) -> Result<bool, Error> {
+    async fn ack<A: AckHandle>(&self, slot: &mut AckSlot<A>) -> Result<bool, Error> {
         let Some(handle) = slot.0.take() else {
             return Ok(true);
         };
@@ -863,9 +901,9 @@ where
 
     /// Hand the message back. Returns whether it counts as acknowledged: `true` only when it
     /// was acknowledged before (at most once: never handed back afterwards).
-    async fn nack(
+    async fn nack<A: AckHandle>(
         &self,
-        slot: &mut AckSlot<C::Ack>,
+        slot: &mut AckSlot<A>,
         redelivery: Redelivery,
     ) -> Result<bool, Error> {
         let Some(handle) = slot.0.take() else {
@@ -885,7 +923,7 @@ where
 
     /// Hand back after a storage failure; the storage error is what the caller returns, so a
     /// nack failure is only counted and logged.
-    async fn nack_after_error(&self, slot: &mut AckSlot<C::Ack>) {
+    async fn nack_after_error<A: AckHandle>(&self, slot: &mut AckSlot<A>) {
         if let Err(e) = self
             .nack(slot, redelivery_after(self.cfg.redelivery_delay))
             .await

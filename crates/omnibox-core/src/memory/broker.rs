@@ -191,6 +191,23 @@ impl MemoryBroker {
         offset
     }
 
+    /// Append raw bytes under a message key (the key a published event's `partition_key`
+    /// gets: its deliveries are ordered by topic and key); returns the offset.
+    pub fn push_keyed(
+        &self,
+        topic: &str,
+        key: &str,
+        body: impl Into<Vec<u8>>,
+        headers: Headers,
+    ) -> u64 {
+        let offset = self
+            .inner
+            .lock()
+            .append(topic, Some(key.to_owned()), body.into(), headers);
+        self.inner.notify.notify_waiters();
+        offset
+    }
+
     /// Append `times` more copies of the message at `offset` of `topic` (same body and
     /// headers, hence the same message id): a redelivery storm for every group. Returns the
     /// new offsets; none when there is no such message.

@@ -112,15 +112,19 @@ impl MemoryConsumer {
                     fallback_id: format!("{topic}:{offset}"),
                 };
                 let message = parse_message(&msg.body, msg.headers, origin);
-                Next::Got(Box::new(Delivery {
-                    message,
-                    ack: MemoryAck {
-                        inner: self.broker.inner.clone(),
-                        topic,
-                        group: self.group.clone(),
-                        delivery,
-                    },
-                }))
+                let order_key = match &msg.key {
+                    Some(key) => format!("{topic}\u{0}{key}"),
+                    None => topic.clone(),
+                };
+                let ack = MemoryAck {
+                    inner: self.broker.inner.clone(),
+                    topic,
+                    group: self.group.clone(),
+                    delivery,
+                };
+                Next::Got(Box::new(
+                    Delivery::new(message, ack).with_order_key(order_key),
+                ))
             }
             None => Next::Wait(wake),
         }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{AckSlot, InboxRunner, lease_of, redelivery_after, vanished};
-use crate::consumer::{Consumer, Delivery};
+use super::{AckSlot, Core, InboxRunner, lease_of, redelivery_after, vanished};
+use crate::consumer::{AckHandle, Consumer, Delivery};
 use crate::error::{Error, StoreError};
 use crate::handler::Handler;
 use crate::inbox::attempt::{Attempt, Failure, run_handler};
@@ -82,22 +82,22 @@ where
         self.start().await?;
         let first = self.consumer.receive().await?;
         let deliveries = self.fill_batch(first).await;
-        self.handle_batch(deliveries).await
+        self.core.handle_batch(deliveries).await
     }
 
     /// Add to `first` the deliveries that arrive within the linger, up to the batch size.
     /// A receive error ends the batch (it is logged; the next receive meets it again).
     pub(super) async fn fill_batch(&mut self, first: Delivery<C::Ack>) -> Vec<Delivery<C::Ack>> {
-        let mut batch = Vec::with_capacity(self.cfg.batch_size.min(1024));
+        let mut batch = Vec::with_capacity(self.core.cfg.batch_size.min(1024));
         batch.push(first);
-        let deadline = tokio::time::Instant::now() + self.cfg.batch_linger;
-        while batch.len() < self.cfg.batch_size {
+        let deadline = tokio::time::Instant::now() + self.core.cfg.batch_linger;
+        while batch.len() < self.core.cfg.batch_size {
             // `receive` is cancel-safe: a message not returned before the deadline stays
             // with the consumer. A zero linger still polls once: what is ready is taken.
             match tokio::time::timeout_at(deadline, self.consumer.receive()).await {
                 Ok(Ok(d)) => batch.push(d),
                 Ok(Err(e)) => {
-                    tracing::warn!(job = %self.cfg.job, error = %e, "receiving a message failed");
+                    tracing::warn!(job = %self.core.cfg.job, error = %e, "receiving a message failed");
                     break;
                 }
                 Err(_) => break,
@@ -124,11 +124,25 @@ where
     /// `Ok` holds one outcome per delivery, in order. `Err` means at least one message met
     /// a failure the broker must know about; every message was still acknowledged or
     /// handed back.
-    #[tracing::instrument(name = "omnibox.inbox.batch", skip_all,
-        fields(job = %self.cfg.job, group = %self.cfg.group, size = deliveries.len()))]
     pub async fn handle_batch(
         &mut self,
         deliveries: Vec<Delivery<C::Ack>>,
+    ) -> Result<Vec<ConsumeOutcome>, Error> {
+        self.core.handle_batch(deliveries).await
+    }
+}
+
+impl<T, S, H> Core<T, S, H>
+where
+    T: Transactions,
+    S: InboxStore<Conn = T::Conn>,
+    H: Handler<InboxEvent, T::Conn>,
+{
+    #[tracing::instrument(name = "omnibox.inbox.batch", skip_all,
+        fields(job = %self.cfg.job, group = %self.cfg.group, size = deliveries.len()))]
+    pub(super) async fn handle_batch<A: AckHandle>(
+        &self,
+        deliveries: Vec<Delivery<A>>,
     ) -> Result<Vec<ConsumeOutcome>, Error> {
         if deliveries.len() <= 1 || !self.store.dedup_key_is_unique() {
             let mut outcomes = Vec::with_capacity(deliveries.len());
@@ -146,7 +160,7 @@ where
         let mut first_error: Option<Error> = None;
         let mut outcomes: Vec<Option<ConsumeOutcome>> = vec![None; deliveries.len()];
         let mut items = Vec::with_capacity(deliveries.len());
-        for (at, Delivery { message, ack }) in deliveries.into_iter().enumerate() {
+        for (at, Delivery { message, ack, .. }) in deliveries.into_iter().enumerate() {
             self.metric(&Metric::Consumed { job: &self.cfg.job });
             let mut slot = AckSlot(Some(ack));
             if self.cfg.strategy.acks_first()
@@ -226,10 +240,10 @@ where
 
     /// The batch transaction: store, lock, handle, settle. Any error leaves it to be rolled
     /// back.
-    async fn run_batch(
+    async fn run_batch<A: AckHandle>(
         &self,
         conn: &mut T::Conn,
-        items: &mut [Item<C::Ack>],
+        items: &mut [Item<A>],
     ) -> Result<(), StoreError> {
         let events: Vec<InboxEvent> = items.iter().map(|i| i.event.clone()).collect();
         let inserted = match &self.handler {
@@ -391,7 +405,7 @@ where
     }
 
     /// After the commit: metrics, then acknowledge or hand back as one at a time would.
-    async fn acknowledge(&self, item: &mut Item<C::Ack>) -> Result<bool, Error> {
+    async fn acknowledge<A: AckHandle>(&self, item: &mut Item<A>) -> Result<bool, Error> {
         let strategy = self.cfg.strategy;
         match &item.state {
             State::Handled { row, skipped } => {
@@ -462,9 +476,9 @@ where
 
     /// The batch's transaction failed: hand every message back (those acknowledged first
     /// stay acknowledged) and return the error.
-    async fn abandon(
+    async fn abandon<A: AckHandle>(
         &self,
-        mut items: Vec<Item<C::Ack>>,
+        mut items: Vec<Item<A>>,
         error: StoreError,
         first_error: Option<Error>,
     ) -> Error {
@@ -477,9 +491,9 @@ where
 
     /// The store refused a message's data: handle each message on its own, so only that
     /// one is dead-lettered.
-    async fn one_at_a_time(
+    async fn one_at_a_time<A: AckHandle>(
         &self,
-        items: Vec<Item<C::Ack>>,
+        items: Vec<Item<A>>,
         mut outcomes: Vec<Option<ConsumeOutcome>>,
         mut first_error: Option<Error>,
     ) -> Result<Vec<ConsumeOutcome>, Error> {

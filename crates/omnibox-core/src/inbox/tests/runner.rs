@@ -210,10 +210,7 @@ impl crate::consumer::Consumer for AckFails {
         &mut self,
     ) -> Result<crate::consumer::Delivery<FailingAck>, crate::ConsumeError> {
         let d = self.0.receive().await?;
-        Ok(crate::consumer::Delivery {
-            message: d.message,
-            ack: FailingAck(d.ack),
-        })
+        Ok(d.map_ack(FailingAck))
     }
 
     async fn stop(&mut self) -> Result<(), crate::ConsumeError> {

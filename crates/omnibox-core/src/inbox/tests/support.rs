@@ -299,6 +299,19 @@ impl Harness {
         )
     }
 
+    /// Push a well-formed message with this id under a message key (its unit of order).
+    pub(super) fn push_keyed(&self, key: &str, message_id: &str) -> u64 {
+        let mut headers = Headers::new();
+        headers.insert("message_id".into(), message_id.into());
+        headers.insert("event_type".into(), "order.placed".into());
+        self.broker.push_keyed(
+            TOPIC,
+            key,
+            json!({"order": message_id, "total": 42}).to_string(),
+            headers,
+        )
+    }
+
     /// A runner builder on a fresh consumer of the harness' topic and group.
     pub(super) fn builder(
         &self,
