@@ -470,6 +470,37 @@ pub mod kafka {
             topic
         }
 
+        /// A unique topic of `partitions` partitions (on a real Kafka, created through the
+        /// admin API).
+        pub async fn topic_with_partitions(&self, prefix: &str, partitions: i32) -> String {
+            use omnibox_kafka::rdkafka::admin::{
+                AdminClient, AdminOptions, NewTopic, TopicReplication,
+            };
+            use omnibox_kafka::rdkafka::client::DefaultClientContext;
+            let topic = omnibox_testing::unique_name(prefix);
+            match &self.mock {
+                Some(mock) => mock.create_topic(&topic, partitions, 1).unwrap(),
+                None => {
+                    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                        .set("bootstrap.servers", &self.bootstrap)
+                        .create()
+                        .unwrap();
+                    let new = NewTopic::new(&topic, partitions, TopicReplication::Fixed(1));
+                    let created = bounded(
+                        "create topic",
+                        LIMIT,
+                        admin.create_topics([&new], &AdminOptions::new()),
+                    )
+                    .await
+                    .unwrap();
+                    for result in created {
+                        result.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+                    }
+                }
+            }
+            topic
+        }
+
         /// A consumer of `topic` in a fresh group, from the beginning, without auto-commit.
         pub fn consumer(&self, topic: &str) -> KafkaConsumer {
             KafkaConsumer::from_config(
