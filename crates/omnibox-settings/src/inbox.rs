@@ -75,6 +75,9 @@ pub struct InboxSettings {
     /// How long a batch waits for more messages after its first (default 0 s).
     #[serde(with = "humantime_serde")]
     pub batch_linger: Duration,
+    /// Messages handled at once, in order per broker key (default 1; see
+    /// [`InboxRunnerBuilder::concurrency`]); not with `batch_size` above 1.
+    pub concurrency: usize,
     /// Backoff of counted handler failures.
     pub backoff: BackoffSettings,
 }
@@ -92,6 +95,7 @@ impl Default for InboxSettings {
             idle_backoff_max: DEFAULT_IDLE_BACKOFF_MAX,
             batch_size: 1,
             batch_linger: Duration::ZERO,
+            concurrency: 1,
             backoff: BackoffSettings::default(),
         }
     }
@@ -113,6 +117,7 @@ impl InboxSettings {
             .idle_backoff(self.idle_backoff_min, self.idle_backoff_max)
             .batch_size(self.batch_size)
             .batch_linger(self.batch_linger)
+            .concurrency(self.concurrency)
             .backoff(self.backoff.to_backoff("inbox.backoff")?))
     }
 }

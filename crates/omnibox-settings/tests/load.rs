@@ -35,6 +35,7 @@ batch_size = 250
 publish_timeout = "5s"
 [inbox]
 ack_strategy = "at_least_once_on_success"
+concurrency = 8
 "#,
         )?;
         jail.set_env("DATABASE_URL", "postgres://env@127.0.0.1/env");
@@ -58,6 +59,7 @@ ack_strategy = "at_least_once_on_success"
         assert_eq!(s.relay.lease_ttl, Duration::from_secs(120));
         assert_eq!(s.rabbitmq.consumer.prefetch, 64);
         assert_eq!(s.inbox.ack_strategy, AckSetting::AtLeastOnceOnSuccess);
+        assert_eq!(s.inbox.concurrency, 8);
 
         jail.set_env("OMNIBOX_DATABASE__URL", "postgres://omnibox@127.0.0.1/x");
         let s = Loader::new()

@@ -2,7 +2,8 @@
 //! `(message_id, consumer_group)`, handle it in the same transaction, and acknowledge per
 //! strategy.
 //!
-//! [`InboxRunner`] takes one [`Delivery`](crate::consumer::Delivery) at a time:
+//! [`InboxRunner`] takes one [`Delivery`](crate::consumer::Delivery) at a time (or several,
+//! see [Batches](#batches) and [Concurrency](#concurrency)):
 //!
 //! 1. **Build** an [`InboxEvent`](crate::InboxEvent) from the message and the runner's
 //!    consumer group. A malformed delivery, or a message that fails validation, is written as
@@ -48,6 +49,25 @@
 //! savepoint is a PostgreSQL subtransaction: past 64 in one transaction, other sessions'
 //! snapshots get slower (subtransaction cache overflow), so keep batches near 50–100. See
 //! [`InboxRunner::handle_batch`].
+//!
+//! ## Concurrency
+//!
+//! With [`InboxRunnerBuilder::concurrency`] `n` above 1, [`InboxRunner::run`] handles up to
+//! `n` messages at once, each in its own transaction, without giving up the broker's order:
+//! every delivery carries an [`order_key`](crate::consumer::Delivery::order_key) (Kafka
+//! topic and partition, RabbitMQ routing key, NATS subject), deliveries are spread over
+//! `n` lanes by that key, and a lane handles one delivery at a time in arrival order. So
+//! two messages of one partition (routing key, subject) never overlap and are handled in
+//! the order received, while different keys proceed side by side. At most `2 × n`
+//! deliveries are held; a hot key fills its lane and receiving waits for it (memory stays
+//! bounded). When a message is handed back, the messages of its key already received
+//! behind it are handed back unhandled, so none overtakes it: on Kafka, whose hand-back
+//! rewinds the partition, order survives failures exactly as one at a time. RabbitMQ and
+//! NATS redeliver a handed-back message after others, as they do without lanes. A shutdown
+//! stops receiving and finishes what is held. This replaces omni-box's `concurrency_limit`
+//! (a semaphore around `process_one`, which ordered nothing). RabbitMQ through the default
+//! exchange routes by queue name, so all of a queue is one key there: route by partition
+//! key (`RoutingMode::TopicAsExchange`) for lanes to help.
 //!
 //! Storage failures never acknowledge a message that was not acknowledged already: the
 //! message is handed back and `process_one` returns the error, so [`InboxRunner::run`] backs
