@@ -7,9 +7,10 @@
 //!   keys, mark and delete completion. `scaling` compares each worker count with one.
 //! - `enqueue`: one business row per transaction, with and without one event beside it.
 //! - `inbox`: messages/s through inbox runners (exactly once, a handler writing one row)
-//!   against the commit rate of as many connections; plain and batched, 1/4/8 runners
-//!   (`suite/inbox.rs`; knobs `OMNIBOX_SUITE_MESSAGES`, `OMNIBOX_SUITE_INBOX_BATCH`,
-//!   `OMNIBOX_SUITE_RUNNERS`).
+//!   against the commit rate of as many connections; plain and batched, 1/4/8 runners, and
+//!   one runner with a concurrency of 4/8 (`suite/inbox.rs`; knobs
+//!   `OMNIBOX_SUITE_MESSAGES`, `OMNIBOX_SUITE_INBOX_BATCH`, `OMNIBOX_SUITE_RUNNERS`,
+//!   `OMNIBOX_SUITE_INBOX_LANES`).
 //! - `latency`: commit → publish at a steady rate, LISTEN/NOTIFY wake-ups, on an
 //!   in-memory publisher (an analysed table and a never-analysed one) and on RabbitMQ with
 //!   publisher confirms at the default settings.

@@ -2,7 +2,8 @@
 //! writes one business row through its connection), fed from the in-memory broker, against
 //! the commit rate of the same connections (one business row per transaction, nothing
 //! else), measured just before. Plain (one transaction per message) and batched
-//! (`batch_size`), 1/4/8 runners in one consumer group.
+//! (`batch_size`), 1/4/8 runners in one consumer group; and one runner with a concurrency
+//! of 4/8 (`lanes`: messages over 64 keys) against as many connections.
 
 use std::time::{Duration, Instant};
 
@@ -67,23 +68,26 @@ async fn commit_rate(b: &Bench, insert: &str, workers: usize, total: u64) -> f64
     eps(per * workers as u64, t0.elapsed())
 }
 
-/// `runners` inbox runners in one group ingest `messages` from a fresh topic.
+/// Keys the messages are spread over (their unit of order, for the lanes).
+const KEYS: u64 = 64;
+
+/// `runners` inbox runners in one group, each with `batch` and `concurrency`, ingest
+/// `messages` from a fresh topic.
 async fn ingest(
     b: &Bench,
     cfg: &PgStoreConfig,
     insert: &str,
-    runners: usize,
-    batch: usize,
+    (runners, batch, concurrency): (usize, usize, usize),
     messages: u64,
 ) -> f64 {
     let store = PgInboxStore::new(cfg).expect("inbox store");
     let broker = MemoryBroker::new();
     let body = br#"{"total": 42}"#.to_vec();
-    for _ in 0..messages {
+    for i in 0..messages {
         let mut headers = Headers::new();
         headers.insert("message_id".into(), Uuid::now_v7().to_string());
         headers.insert("event_type".into(), "order.placed".into());
-        broker.push_raw(TOPIC, body.clone(), headers);
+        broker.push_keyed(TOPIC, &format!("k{}", i % KEYS), body.clone(), headers);
     }
     let shutdown = Shutdown::new();
     let t0 = Instant::now();
@@ -100,6 +104,7 @@ async fn ingest(
                 insert: insert.to_owned(),
             })
             .batch_size(batch)
+            .concurrency(concurrency)
             .build()
             .expect("runner");
             let shutdown = shutdown.clone();
@@ -129,24 +134,32 @@ pub(super) async fn inbox_ingest(b: &Bench, rounds: u64) {
     ))
     .await;
     let insert = format!("INSERT INTO {business} (id, message_id) VALUES ($1, $2)");
+    let mut cases = Vec::new();
     for &runners in &env_list("OMNIBOX_SUITE_RUNNERS", &[1usize, 4, 8]) {
-        for (mode, size) in [("plain", 1usize), ("batched", batch)] {
-            let (mut commit, mut got) = (0.0, 0.0);
-            for round in 0..rounds {
-                let table = format!("inbox_{mode}_{runners}_{round}");
-                let cfg = PgStoreConfig::new()
-                    .schema(b.schema.clone())
-                    .inbox_table(table);
-                migrate(&b.pool, &cfg).await.expect("migrate inbox");
-                commit += commit_rate(b, &insert, runners, messages.min(10_000)).await;
-                got += ingest(b, &cfg, &insert, runners, size, messages).await;
-            }
-            let (commit, got) = (commit / rounds as f64, got / rounds as f64);
-            println!(
-                "inbox mode={mode} runners={runners} batch={size} messages={messages} \
-                 msgs_per_s={got:.0} commit_tps={commit:.0} vs_commit={:.2}",
-                got / commit
-            );
+        cases.push(("plain", runners, 1, 1));
+        cases.push(("batched", runners, batch, 1));
+    }
+    for &lanes in &env_list("OMNIBOX_SUITE_INBOX_LANES", &[4usize, 8]) {
+        cases.push(("lanes", 1, 1, lanes));
+    }
+    for (mode, runners, size, lanes) in cases {
+        // Connections in use: one per runner, or one per lane.
+        let connections = runners * lanes;
+        let (mut commit, mut got) = (0.0, 0.0);
+        for round in 0..rounds {
+            let table = format!("inbox_{mode}_{runners}_{lanes}_{round}");
+            let cfg = PgStoreConfig::new()
+                .schema(b.schema.clone())
+                .inbox_table(table);
+            migrate(&b.pool, &cfg).await.expect("migrate inbox");
+            commit += commit_rate(b, &insert, connections, messages.min(10_000)).await;
+            got += ingest(b, &cfg, &insert, (runners, size, lanes), messages).await;
         }
+        let (commit, got) = (commit / rounds as f64, got / rounds as f64);
+        println!(
+            "inbox mode={mode} runners={runners} concurrency={lanes} batch={size} \
+             messages={messages} msgs_per_s={got:.0} commit_tps={commit:.0} vs_commit={:.2}",
+            got / commit
+        );
     }
 }
