@@ -42,6 +42,9 @@ use crate::worker::{RelayWorker, RelayWorkerBuilder};
 
 /// Default events per batch.
 pub const DEFAULT_BATCH_SIZE: u32 = 100;
+/// Default publishes in flight per batch of an [`OutboxRelay`] (see
+/// [`OutboxRelayBuilder::publish_concurrency`]); 1 with a step before the publish.
+pub const DEFAULT_PUBLISH_CONCURRENCY: usize = 16;
 
 /// Claims batches of outbox events and publishes them.
 ///
@@ -94,6 +97,8 @@ pub struct OutboxRelayBuilder<S: EventStore, P> {
     opts: OutboxOptions<S::Conn>,
     batch_size: u32,
     concurrency_limit: Option<usize>,
+    /// Set by the caller; `None`: the default, which depends on the steps.
+    publish_concurrency: Option<usize>,
 }
 
 impl<S: EventStore, P> fmt::Debug for OutboxRelayBuilder<S, P> {
@@ -102,6 +107,7 @@ impl<S: EventStore, P> fmt::Debug for OutboxRelayBuilder<S, P> {
             .field("opts", &self.opts)
             .field("batch_size", &self.batch_size)
             .field("concurrency_limit", &self.concurrency_limit)
+            .field("publish_concurrency", &self.publish_concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -113,8 +119,9 @@ where
     P: Publisher + 'static,
 {
     /// Start building a relay over `store` publishing to `publisher`: job name
-    /// `"outbox_relay"`, 100 events per batch, 30 s publish timeout, sequential publishing,
-    /// no limit on concurrent batches, 300 s lease, default backoff.
+    /// `"outbox_relay"`, 100 events per batch, 30 s publish timeout, 16 publishes in flight
+    /// per batch (see [`OutboxRelayBuilder::publish_concurrency`]), no limit on concurrent
+    /// batches, 300 s lease, default backoff.
     pub fn builder(store: S, publisher: P) -> OutboxRelayBuilder<S, P> {
         OutboxRelayBuilder {
             store,
@@ -122,6 +129,7 @@ where
             opts: OutboxOptions::default().job_name("outbox_relay"),
             batch_size: DEFAULT_BATCH_SIZE,
             concurrency_limit: None,
+            publish_concurrency: None,
         }
     }
 }
@@ -150,9 +158,21 @@ where
         self
     }
 
-    /// Publishes in flight within one batch (1 = sequential).
+    /// Publishes in flight within one batch (≥ 1; 1 = sequential). Per-key order holds
+    /// either way: a claimed batch holds at most one event per key.
+    ///
+    /// Default [`DEFAULT_PUBLISH_CONCURRENCY`] (16): a broker that confirms each publish
+    /// (RabbitMQ confirms, Kafka `acks=all`, JetStream) answers in milliseconds, so one at
+    /// a time caps a relay near a few hundred events/s and queues events behind each
+    /// other at 1k/s. With a [`step_before`](Self::step_before) or a
+    /// [`circuit_breaker`](Self::circuit_breaker) the default is 1: concurrent publishing
+    /// sends the batch before the steps run, so only sequential publishing lets such a step
+    /// keep an event from the broker, and a breaker open after exactly its threshold of
+    /// failures (see [`PublishStep`](crate::pipeline::steps::PublishStep)). A transient
+    /// broker failure stops new publishes of the batch; up to `n` calls may have been in
+    /// flight.
     pub fn publish_concurrency(mut self, n: usize) -> Self {
-        self.opts = self.opts.publish_concurrency(n);
+        self.publish_concurrency = Some(n);
         self
     }
 
@@ -256,7 +276,15 @@ where
     }
 
     /// Check the settings and build.
-    pub fn build(self) -> Result<OutboxRelay<S, P>, Error> {
+    pub fn build(mut self) -> Result<OutboxRelay<S, P>, Error> {
+        let concurrency = self.publish_concurrency.unwrap_or({
+            if self.opts.steps_before.is_empty() && self.opts.circuit_breaker.is_none() {
+                DEFAULT_PUBLISH_CONCURRENCY
+            } else {
+                1
+            }
+        });
+        self.opts = self.opts.publish_concurrency(concurrency);
         if self.batch_size == 0 {
             return Err(ValidationError::OutOfRange {
                 field: "batch_size",

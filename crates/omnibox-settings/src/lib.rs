@@ -177,7 +177,7 @@ impl Settings {
         );
         bad(
             "relay.publish_concurrency",
-            self.relay.publish_concurrency >= 1,
+            self.relay.publish_concurrency != Some(0),
             "must be at least 1",
         );
         bad(

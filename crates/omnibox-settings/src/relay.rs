@@ -38,8 +38,9 @@ pub struct RelaySettings {
     /// Time until the broker must acknowledge one publish (default 30 s).
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
-    /// Publishes in flight per batch (default 1: sequential).
-    pub publish_concurrency: usize,
+    /// Publishes in flight per batch (default the relay's: 16, or 1 with a circuit
+    /// breaker; see `OutboxRelayBuilder::publish_concurrency`).
+    pub publish_concurrency: Option<usize>,
     /// Batches in flight at once across workers sharing the relay (default none).
     pub concurrency_limit: Option<usize>,
     /// Lease length (default 300 s).
@@ -98,7 +99,7 @@ impl Default for RelaySettings {
             worker_prefix: "relay".into(),
             batch_size: DEFAULT_BATCH_SIZE,
             publish_timeout: DEFAULT_PUBLISH_TIMEOUT,
-            publish_concurrency: 1,
+            publish_concurrency: None,
             concurrency_limit: None,
             lease_ttl: default_lease(),
             lease_margin: None,
@@ -138,10 +139,12 @@ impl RelaySettings {
             .job_name(self.job_name.clone())
             .batch_size(self.batch_size)
             .publish_timeout(self.publish_timeout)
-            .publish_concurrency(self.publish_concurrency)
             .lease_ttl(timestamp_offset("relay.lease_ttl", self.lease_ttl)?)
             .backoff(self.backoff.to_backoff("relay.backoff")?)
             .filters(self.filters());
+        if let Some(n) = self.publish_concurrency {
+            b = b.publish_concurrency(n);
+        }
         if let Some(n) = self.concurrency_limit {
             b = b.concurrency_limit(n);
         }

@@ -713,3 +713,34 @@ async fn concurrent_publishing_sends_nothing_whose_lease_a_refresh_found_lost() 
     assert_eq!(released, ids);
     assert_eq!(r.lease_lost.len(), 3, "{r:?}");
 }
+
+#[test]
+fn publishing_is_concurrent_by_default_and_sequential_with_steps_that_must_run_first() {
+    let env = Env::new();
+    let plain = env.relay().build().unwrap();
+    assert_eq!(
+        plain.publish_concurrency(),
+        crate::relay::DEFAULT_PUBLISH_CONCURRENCY
+    );
+    let with_step = env
+        .relay()
+        .step_before(ShutdownAfterFirst(Shutdown::new()))
+        .build()
+        .unwrap();
+    assert_eq!(with_step.publish_concurrency(), 1, "a step before may veto");
+    let breaker = CircuitBreakerStep::new(3, Duration::from_secs(60)).unwrap();
+    let with_breaker = env.relay().circuit_breaker(breaker).build().unwrap();
+    assert_eq!(
+        with_breaker.publish_concurrency(),
+        1,
+        "the breaker opens at its threshold"
+    );
+    let explicit = env
+        .relay()
+        .circuit_breaker(CircuitBreakerStep::new(3, Duration::from_secs(60)).unwrap())
+        .publish_concurrency(8)
+        .build()
+        .unwrap();
+    assert_eq!(explicit.publish_concurrency(), 8, "an explicit value wins");
+    assert!(env.relay().publish_concurrency(0).build().is_err());
+}

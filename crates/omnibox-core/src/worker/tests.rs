@@ -311,7 +311,12 @@ async fn relay_worker_graceful_stop_finishes_the_batch_and_releases_the_rest() {
         delay: Some(Duration::from_millis(50)),
         started: started.clone(),
     };
-    let r = relay(publisher).batch_size(10).build().unwrap();
+    // Sequential, so the stop lands between two publishes of the batch.
+    let r = relay(publisher)
+        .batch_size(10)
+        .publish_concurrency(1)
+        .build()
+        .unwrap();
     let mut worker = RelayWorker::builder(r, db.clone())
         .worker_id(worker_id("relay-1"))
         .build()
