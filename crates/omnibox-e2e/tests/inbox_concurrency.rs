@@ -202,6 +202,17 @@ async fn handled_in_key_order<P: Publisher, C: Consumer + Send + 'static>(
     runner
 }
 
+/// A fresh schema, with connections for every lane and the test's own queries.
+async fn pg(prefix: &str) -> Pg {
+    Pg::with_pool(
+        &common::database_url().await,
+        prefix,
+        sqlx::postgres::PgPoolOptions::new().max_connections(CONCURRENCY as u32 + 4),
+        |c| c,
+    )
+    .await
+}
+
 /// Kafka, one partition per key: see [`handled_in_key_order`].
 async fn kafka_lanes(prefix: &str, fail_once_at: Option<i64>) {
     use omnibox_kafka::rdkafka::ClientConfig;
@@ -209,13 +220,7 @@ async fn kafka_lanes(prefix: &str, fail_once_at: Option<i64>) {
     common::init_tracing();
     let kafka = common::kafka::Kafka::resolve().await;
     let topic = kafka.topic_with_partitions(prefix, KEYS as i32).await;
-    let pg = Pg::with_pool(
-        &common::database_url().await,
-        prefix,
-        sqlx::postgres::PgPoolOptions::new().max_connections(12),
-        |c| c,
-    )
-    .await;
+    let pg = pg(prefix).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap)
         .set("enable.idempotence", "true")
@@ -257,13 +262,7 @@ async fn rabbitmq_routing_keys_are_handled_side_by_side_each_in_order() {
     use omnibox_rabbitmq::{PublisherOptions, RabbitConsumer, RabbitPublisher, RoutingMode};
     common::init_tracing();
     let url = rabbit::url().await;
-    let pg = Pg::with_pool(
-        &common::database_url().await,
-        "lanes_rabbit",
-        sqlx::postgres::PgPoolOptions::new().max_connections(12),
-        |c| c,
-    )
-    .await;
+    let pg = pg("lanes_rabbit").await;
     let conn = rabbit::connect(&url).await;
     let queue = omnibox_testing::unique_name("lanes_rabbit");
     let exchange = format!("{queue}_ex");
@@ -307,13 +306,7 @@ async fn nats_subjects_are_handled_side_by_side_each_in_order() {
     let url = omnibox_testing::nats_url()
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let pg = Pg::with_pool(
-        &common::database_url().await,
-        "lanes_nats",
-        sqlx::postgres::PgPoolOptions::new().max_connections(12),
-        |c| c,
-    )
-    .await;
+    let pg = pg("lanes_nats").await;
     let js = jetstream::new(async_nats::connect(url.as_str()).await.unwrap());
     let stream = omnibox_testing::unique_name("lanes_nats");
     js.create_stream(jetstream::stream::Config {

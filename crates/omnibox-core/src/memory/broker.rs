@@ -186,9 +186,7 @@ impl MemoryBroker {
 
     /// Append raw bytes (e.g. a malformed message) to `topic`; returns its offset.
     pub fn push_raw(&self, topic: &str, body: impl Into<Vec<u8>>, headers: Headers) -> u64 {
-        let offset = self.inner.lock().append(topic, None, body.into(), headers);
-        self.inner.notify.notify_waiters();
-        offset
+        self.push(topic, None, body.into(), headers)
     }
 
     /// Append raw bytes under a message key (the key a published event's `partition_key`
@@ -200,10 +198,12 @@ impl MemoryBroker {
         body: impl Into<Vec<u8>>,
         headers: Headers,
     ) -> u64 {
-        let offset = self
-            .inner
-            .lock()
-            .append(topic, Some(key.to_owned()), body.into(), headers);
+        self.push(topic, Some(key.to_owned()), body.into(), headers)
+    }
+
+    /// Append a message and wake the consumers waiting for one.
+    fn push(&self, topic: &str, key: Option<String>, body: Vec<u8>, headers: Headers) -> u64 {
+        let offset = self.inner.lock().append(topic, key, body, headers);
         self.inner.notify.notify_waiters();
         offset
     }

@@ -268,6 +268,17 @@ impl Handler<InboxEvent, MemoryConn> for Scripted {
     }
 }
 
+/// The body and headers of a well-formed message with this id.
+fn well_formed(message_id: &str) -> (String, Headers) {
+    let mut headers = Headers::new();
+    headers.insert("message_id".into(), message_id.into());
+    headers.insert("event_type".into(), "order.placed".into());
+    (
+        json!({"order": message_id, "total": 42}).to_string(),
+        headers,
+    )
+}
+
 /// A broker, a database and an inbox store sharing a manual clock.
 pub(super) struct Harness {
     pub(super) broker: MemoryBroker,
@@ -289,27 +300,14 @@ impl Harness {
 
     /// Push a well-formed message with this id.
     pub(super) fn push(&self, message_id: &str) -> u64 {
-        let mut headers = Headers::new();
-        headers.insert("message_id".into(), message_id.into());
-        headers.insert("event_type".into(), "order.placed".into());
-        self.broker.push_raw(
-            TOPIC,
-            json!({"order": message_id, "total": 42}).to_string(),
-            headers,
-        )
+        let (body, headers) = well_formed(message_id);
+        self.broker.push_raw(TOPIC, body, headers)
     }
 
     /// Push a well-formed message with this id under a message key (its unit of order).
     pub(super) fn push_keyed(&self, key: &str, message_id: &str) -> u64 {
-        let mut headers = Headers::new();
-        headers.insert("message_id".into(), message_id.into());
-        headers.insert("event_type".into(), "order.placed".into());
-        self.broker.push_keyed(
-            TOPIC,
-            key,
-            json!({"order": message_id, "total": 42}).to_string(),
-            headers,
-        )
+        let (body, headers) = well_formed(message_id);
+        self.broker.push_keyed(TOPIC, key, body, headers)
     }
 
     /// A runner builder on a fresh consumer of the harness' topic and group.
