@@ -187,24 +187,36 @@ impl Consumer for KafkaConsumer {
                 ));
             }
         }
-        let message = self
-            .consumer
-            .recv()
-            .await
-            .map_err(|e| consume_error("receive", e))?;
-        let topic = message.topic().to_owned();
-        let partition = message.partition();
+        let (message, tp, token) = loop {
+            let message = self
+                .consumer
+                .recv()
+                .await
+                .map_err(|e| consume_error("receive", e))?;
+            let tp: Tp = (message.topic().to_owned(), message.partition());
+            let offset = message.offset();
+            let mut tracker = lock(&self.consumer.context().tracker);
+            // A receive racing a nack (a runner handling several at once) can return a
+            // record fetched before the nack's seek; it is read again after the rewound
+            // one, so handing it out now would let it overtake that one.
+            if tracker.fetched_before_rewind(&tp, offset) {
+                tracing::debug!(topic = %tp.0, partition = tp.1, offset,
+                    "record fetched before a rewind dropped; it is read again");
+                continue;
+            }
+            let token = tracker.delivered(&tp, offset);
+            drop(tracker);
+            break (message, tp, token);
+        };
         let offset = message.offset();
         let headers = decode_headers(&message);
         let body = message.payload().unwrap_or_default();
         let origin = MessageOrigin {
-            source: topic.clone(),
-            fallback_id: format!("{topic}:{partition}:{offset}"),
+            source: tp.0.clone(),
+            fallback_id: format!("{}:{}:{offset}", tp.0, tp.1),
         };
         let parsed = parse_message(body, headers, origin);
         drop(message);
-        let tp: Tp = (topic, partition);
-        let token = lock(&self.consumer.context().tracker).delivered(&tp, offset);
         let order_key = format!("{}:{}", tp.0, tp.1);
         let ack = KafkaAck {
             consumer: Arc::clone(&self.consumer),

@@ -26,6 +26,9 @@ struct PartitionTrack {
     /// The offset last committed (or, before any commit, the first offset delivered: the
     /// group's committed offset is at most that).
     committed: i64,
+    /// After a rewind to `o`: `Some(o)` until `o` is read again. A record past `o` read
+    /// meanwhile was fetched before the seek (a receive racing the nack): dropped.
+    rewound_to: Option<i64>,
 }
 
 impl PartitionTrack {
@@ -63,10 +66,23 @@ impl Tracker {
                 pending: BTreeMap::new(),
                 high: offset,
                 committed: offset,
+                rewound_to: None,
             });
+        if track.rewound_to == Some(offset) {
+            track.rewound_to = None;
+        }
         track.pending.insert(offset, token);
         track.high = track.high.max(offset + 1);
         token
+    }
+
+    /// Whether a record read now at `offset` was fetched before a rewind of its partition
+    /// that has not been read again yet: it must be dropped (the rewind reads it again).
+    pub(crate) fn fetched_before_rewind(&self, tp: &Tp, offset: i64) -> bool {
+        self.partitions
+            .get(tp)
+            .and_then(|t| t.rewound_to)
+            .is_some_and(|o| offset != o)
     }
 
     /// Acknowledge a delivery. `false` when the handle is stale (ignored).
@@ -90,6 +106,7 @@ impl Tracker {
         let removed: Vec<(i64, u64)> = track.pending.split_off(&offset).into_iter().collect();
         let high = track.high;
         track.high = offset;
+        track.rewound_to = Some(offset);
         Some(Rewound {
             tp: tp.clone(),
             removed,
@@ -103,6 +120,7 @@ impl Tracker {
     pub(crate) fn undo_rewind(&mut self, rewound: Rewound) {
         if let Some(track) = self.partitions.get_mut(&rewound.tp) {
             track.pending.extend(rewound.removed);
+            track.rewound_to = None;
             track.high = track.high.max(rewound.high);
         }
     }
@@ -155,6 +173,30 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_fetched_before_a_rewind_is_dropped_until_the_rewound_offset_is_read() {
+        let mut t = Tracker::default();
+        let k: Vec<u64> = (0..6).map(|o| t.delivered(&tp(), o)).collect();
+        assert!(!t.fetched_before_rewind(&tp(), 6));
+        assert!(t.rewind(&tp(), 3, k[3]).is_some());
+        // Offset 6 was fetched before the seek and comes out after it: dropped.
+        assert!(t.fetched_before_rewind(&tp(), 6));
+        assert!(
+            !t.fetched_before_rewind(&tp(), 3),
+            "the rewound offset itself is read"
+        );
+        t.delivered(&tp(), 3);
+        assert!(
+            !t.fetched_before_rewind(&tp(), 4),
+            "read again from 3 on: in order"
+        );
+        // A failed seek puts everything back and drops nothing.
+        let k4 = t.delivered(&tp(), 4);
+        let undo = t.rewind(&tp(), 4, k4).unwrap();
+        t.undo_rewind(undo);
+        assert!(!t.fetched_before_rewind(&tp(), 5));
+    }
 
     fn tp() -> Tp {
         ("t".to_owned(), 0)
