@@ -106,8 +106,10 @@ pub struct ClaimRequest {
     /// The claim's transaction commits right after the claim (the relay's leased path),
     /// so a store may let one such claim run at a time per table: each then sees the
     /// leases the one before it committed, instead of competing for heads it cannot see
-    /// are taken. A store bounds the wait and claims anyway after it. Default `false`
-    /// (a caller that publishes inside the claim's transaction must not serialise).
+    /// are taken. A store bounds the wait and claims anyway after it. Such a transaction
+    /// writes only leases, so a store may offer to commit it without waiting for the disk
+    /// (the PostgreSQL store's `asynchronous_claims`). Default `false` (a caller that
+    /// publishes inside the claim's transaction must not serialise).
     pub exclusive: bool,
 }
 

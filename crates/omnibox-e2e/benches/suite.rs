@@ -21,7 +21,9 @@
 //! `OMNIBOX_SUITE_LATENCY_SECS` (default 5), `OMNIBOX_SUITE_RATE` (events/s, default 1000);
 //! the drain grid narrows with `OMNIBOX_SUITE_MODES` (`mark,delete`), `OMNIBOX_SUITE_BATCH`,
 //! `OMNIBOX_SUITE_KEYS` and `OMNIBOX_SUITE_WORKERS` (comma lists); `OMNIBOX_SUITE_POLL_MS`
-//! is the relay workers' poll interval (default 10).
+//! is the relay workers' poll interval (default 10). `OMNIBOX_SUITE_ASYNC_CLAIMS=1` runs the
+//! relay and latency sections with `PgStoreConfig::asynchronous_claims` (the header line
+//! says `claims=async`).
 //! Needs `DATABASE_URL`; the RabbitMQ leg needs `AMQP_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // benches may panic
 
@@ -114,6 +116,8 @@ impl<P: Publisher> Publisher for Stamped<P> {
 struct Bench {
     pool: PgPool,
     schema: String,
+    /// Outbox stores commit their claims asynchronously.
+    async_claims: bool,
 }
 
 impl Bench {
@@ -128,7 +132,8 @@ impl Bench {
         let mut cfg = PgStoreConfig::new()
             .schema(self.schema.clone())
             .outbox_table(name)
-            .completion(mode);
+            .completion(mode)
+            .asynchronous_claims(self.async_claims);
         if let Some(channel) = channel {
             cfg = cfg.notify_channel(channel);
         }
@@ -549,16 +554,19 @@ async fn main() {
     .fetch_one(&pool)
     .await
     .expect("settings");
+    let async_claims = env_u64("OMNIBOX_SUITE_ASYNC_CLAIMS", 0) == 1;
     println!(
-        "suite v1 postgres={} fsync={} synchronous_commit={} events={events} rounds={rounds} cores={}",
+        "suite v1 postgres={} fsync={} synchronous_commit={} events={events} rounds={rounds} cores={} claims={}",
         settings.0,
         settings.1,
         settings.2,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if async_claims { "async" } else { "durable" }
     );
     let b = Bench {
         pool,
         schema: format!("omnibox_suite_{}", Uuid::new_v4().simple()),
+        async_claims,
     };
     if wanted("relay") {
         relay_drain(&b, events, rounds).await;

@@ -41,6 +41,9 @@ pub struct PgStoreConfig {
     pub completion: CompletionMode,
     /// `SET LOCAL statement_timeout` for each claim (none by default).
     pub claim_timeout: Option<Duration>,
+    /// Commit the relay's claims without waiting for the disk (default `false`); see
+    /// [`PgStoreConfig::asynchronous_claims`].
+    pub asynchronous_claims: bool,
     /// PgBouncer transaction-pooling mode: no named prepared statements are left on server
     /// connections (`persistent(false)`), and wake-up is poll-only.
     pub pgbouncer: bool,
@@ -59,6 +62,7 @@ impl Default for PgStoreConfig {
             partitioned: false,
             completion: CompletionMode::MarkCompleted,
             claim_timeout: None,
+            asynchronous_claims: false,
             pgbouncer: false,
             notify_channel: None,
             limits: Limits::default(),
@@ -105,6 +109,25 @@ impl PgStoreConfig {
     /// Bound each claim statement with `SET LOCAL statement_timeout`.
     pub fn claim_timeout(mut self, timeout: Duration) -> Self {
         self.claim_timeout = Some(timeout);
+        self
+    }
+
+    /// Commit each claim that commits right after it (the relay's leased path,
+    /// [`ClaimRequest::exclusive`](omnibox_core::store::ClaimRequest::exclusive)) with
+    /// `synchronous_commit = off`, saving one of the two disk flushes of a relay batch.
+    /// Default `false`.
+    ///
+    /// A claim writes only leases (and the failures of leases it took over), so nothing is
+    /// lost: a server crash may forget the last claims, and their events are pending again
+    /// and are published once more. The first publish of each key's events still reaches
+    /// the broker in order. What changes, only after a server crash: another relay may
+    /// claim a forgotten event at once instead of after its lease, while the relay that
+    /// claimed it may still publish it, so a duplicate of an event can reach the broker
+    /// after its key's next events. Consumers that drop duplicates (an omnibox inbox does)
+    /// see no difference; turn it on only when every consumer of the topic does.
+    /// Tested by `omnibox-e2e/tests/lease_crash.rs`.
+    pub fn asynchronous_claims(mut self, yes: bool) -> Self {
+        self.asynchronous_claims = yes;
         self
     }
 

@@ -124,6 +124,7 @@ impl<E: PgEvent> PgEventStore<E> {
             E::EXTRA,
             E::ROUTE,
             config.completion,
+            config.asynchronous_claims,
         );
         Ok(Self {
             tables: Arc::new(tables),
@@ -606,6 +607,7 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
         let limit = limit_i64(req.limit)?;
         let gated = req.exclusive && E::KIND == EventKind::Outbox;
         if gated && self.full_claims.load(Ordering::Relaxed) < FULL_CLAIMS_UNGATED {
+            // Takes the gate when it is free, and the claim's settings.
             let taken: bool = self
                 .query(&self.sql.claim_gate_try)
                 .fetch_one(&mut *conn)
@@ -618,6 +620,12 @@ impl<E: PgEvent> ClaimEvents for PgEventStore<E> {
                     .await
                     .op("claim (gate)")?;
             }
+        } else if req.exclusive {
+            // The transaction commits right after the claim (see `sql::CLAIM_SETTINGS`).
+            self.query(&self.sql.claim_settings)
+                .execute(&mut *conn)
+                .await
+                .op("claim (settings)")?;
         }
         // A row that cannot be decoded is failed and dead-lettered here, in the claim's
         // transaction, and the rest of the batch is returned: it no longer heads its key,

@@ -1276,3 +1276,62 @@ async fn partitions_are_created_ahead_and_expired_ones_dropped() {
         Err(StoreError::InvalidRequest(_))
     ));
 }
+
+/// What `SHOW` reads inside the claim's transaction after a claim.
+async fn claim_then_show(
+    db: &TestDb,
+    store: &PgOutboxStore,
+    exclusive: bool,
+) -> (usize, String, String) {
+    let mut tx = db.pool.begin().await.unwrap();
+    let req = ClaimRequest::new(worker("w"), 1).exclusive(exclusive);
+    let claimed = store.claim(&mut tx, &req).await.unwrap();
+    let row = sqlx::query(
+        "SELECT current_setting('plan_cache_mode'), current_setting('synchronous_commit')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    (claimed.len(), row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn exclusive_claims_use_the_generic_plan_and_commit_asynchronously_only_when_asked() {
+    let (db, cfg) = TestDb::migrated(false).await;
+    let durable = PgOutboxStore::new(&cfg).unwrap();
+    let fast = PgOutboxStore::new(&cfg.clone().asynchronous_claims(true)).unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    for k in ["a", "b"] {
+        durable
+            .insert(&mut conn, &outbox("orders", k))
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    // A claim inside a caller's transaction (omni-box's mode) changes no setting: the
+    // caller's own statements and its commit follow.
+    for store in [&durable, &fast] {
+        assert_eq!(
+            claim_then_show(&db, store, false).await,
+            (1, "auto".to_owned(), "on".to_owned())
+        );
+    }
+    // The relay's claim, which commits at once: the generic plan, and a durable commit
+    // unless asynchronous claims were chosen. Each claim comes back full (1 of 2 events,
+    // rolled back), so after the first 8 the store stops taking the claim gate, whose
+    // statement carries the settings otherwise: both paths are checked.
+    for store in [&durable, &fast] {
+        let commit = if std::ptr::eq(store, &fast) {
+            "off"
+        } else {
+            "on"
+        };
+        for _ in 0..10 {
+            assert_eq!(
+                claim_then_show(&db, store, true).await,
+                (1, "force_generic_plan".to_owned(), commit.to_owned())
+            );
+        }
+    }
+}

@@ -34,6 +34,9 @@ pub struct StoreSettings {
     /// `statement_timeout` of each claim (default none).
     #[serde(with = "humantime_serde")]
     pub claim_timeout: Option<Duration>,
+    /// Commit the relay's claims without waiting for the disk (default `false`; see
+    /// `PgStoreConfig::asynchronous_claims` for what it changes after a server crash).
+    pub asynchronous_claims: bool,
     /// PgBouncer transaction-pooling mode (default `false`).
     pub pgbouncer: bool,
     /// NOTIFY channel of enqueues; a relay LISTENs on it (default none: poll only).
@@ -65,6 +68,7 @@ impl Default for StoreSettings {
             partitioned: false,
             completion: CompletionSetting::MarkCompleted,
             claim_timeout: None,
+            asynchronous_claims: false,
             pgbouncer: false,
             notify_channel: None,
             max_attempts: limits.max_attempts,
@@ -112,6 +116,7 @@ mod pg {
                 .schema(self.schema.clone())
                 .partitioned(self.partitioned)
                 .pgbouncer(self.pgbouncer)
+                .asynchronous_claims(self.asynchronous_claims)
                 .completion(match self.completion {
                     CompletionSetting::MarkCompleted => CompletionMode::MarkCompleted,
                     CompletionSetting::Delete => CompletionMode::Delete,
