@@ -277,7 +277,7 @@ where
 
     /// Check the settings and build.
     pub fn build(mut self) -> Result<OutboxRelay<S, P>, Error> {
-        let concurrency = self.publish_concurrency.unwrap_or({
+        let concurrency = self.publish_concurrency.unwrap_or_else(|| {
             if self.opts.steps_before.is_empty() && self.opts.circuit_breaker.is_none() {
                 DEFAULT_PUBLISH_CONCURRENCY
             } else {

@@ -68,6 +68,15 @@ fn wait_for(what: &str, period: Duration, mut ready: impl FnMut() -> bool) -> Re
     Ok(())
 }
 
+/// Send signal `sig` (a name `kill -s` takes: `STOP`, `CONT`, `KILL`, …) to process `pid`.
+pub fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    output(
+        Command::new("kill").args(["-s", sig, &pid.to_string()]),
+        &format!("kill -s {sig} {pid}"),
+    )
+    .map(drop)
+}
+
 /// A private PostgreSQL cluster (`initdb` as the `postgres` user, own port, `fsync=off`).
 #[derive(Debug)]
 pub struct PgCluster {

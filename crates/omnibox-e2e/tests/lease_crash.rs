@@ -22,7 +22,7 @@ use common::{LIMIT, Pg, bounded, until};
 use omnibox_core::model::EventStatus;
 use omnibox_core::relay::OutboxRelay;
 use omnibox_core::{OutboxEvent, PublishError, Publisher, Shutdown, WorkerId};
-use omnibox_e2e::servers::PgCluster;
+use omnibox_e2e::servers::{PgCluster, signal};
 use omnibox_postgres::PgDatabase;
 use sqlx::{Connection, Row};
 use tokio::sync::{Notify, Semaphore};
@@ -83,7 +83,8 @@ async fn a_claim_forgotten_in_a_server_crash_is_published_again_and_nothing_is_l
             .await
             .unwrap()
             .get(0);
-    signal(walwriter, "STOP");
+    let walwriter = u32::try_from(walwriter).unwrap();
+    signal(walwriter, "STOP").unwrap();
 
     let publisher = Gated {
         log: Arc::default(),
@@ -101,25 +102,18 @@ async fn a_claim_forgotten_in_a_server_crash_is_published_again_and_nothing_is_l
     let db = PgDatabase::new(pg.pool.clone());
     let worker = WorkerId::new("crash-relay").unwrap();
     let shutdown = Shutdown::new();
-    let first = {
-        let (relay, db, worker, shutdown) = (
-            Arc::new(relay),
-            db.clone(),
-            worker.clone(),
-            shutdown.clone(),
-        );
-        let batch = tokio::spawn({
-            let relay = relay.clone();
-            async move { relay.publish_batch(&db, &worker, &shutdown).await }
-        });
-        (relay, batch)
-    };
+    let relay = Arc::new(relay);
+    let batch = tokio::spawn({
+        let (relay, db, worker, shutdown) =
+            (relay.clone(), db.clone(), worker.clone(), shutdown.clone());
+        async move { relay.publish_batch(&db, &worker, &shutdown).await }
+    });
     bounded("the first publish", LIMIT, publisher.entered.notified()).await;
     // The claim committed: its leases are visible to others.
     assert_eq!(pg.outbox_leased().await, KEYS as i64, "one lease per key");
     // A connection of the old server's life: the reset terminates it.
     let mut witness = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
-    signal(walwriter, "KILL");
+    signal(walwriter, "KILL").unwrap();
     until("the server resets", LIMIT, async || {
         sqlx::query("SELECT 1").execute(&mut witness).await.is_err()
     })
@@ -140,7 +134,6 @@ async fn a_claim_forgotten_in_a_server_crash_is_published_again_and_nothing_is_l
     // Let the first batch finish: its settle cannot apply (the leases are gone, or the
     // connection it had died), so nothing of it is completed.
     publisher.gate.add_permits(10_000);
-    let (relay, batch) = first;
     let result = bounded("the first batch", LIMIT, batch).await.unwrap();
     if let Ok(r) = &result {
         assert!(
@@ -186,13 +179,4 @@ async fn a_claim_forgotten_in_a_server_crash_is_published_again_and_nothing_is_l
     }
     assert_eq!(pg.outbox_count(EventStatus::Completed).await, EVENTS as i64);
     pg.drop_schema().await;
-}
-
-/// Send `sig` (a `kill -s` name) to a server process.
-fn signal(pid: i32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args(["-s", sig, &pid.to_string()])
-        .status()
-        .unwrap_or_else(|e| panic!("kill -s {sig} {pid}: {e}"));
-    assert!(status.success(), "kill -s {sig} {pid}: {status}");
 }

@@ -50,13 +50,8 @@ impl Relay {
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.0.id().expect("running").to_string();
-        let ok = std::process::Command::new("kill")
-            .args([sig, pid.as_str()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
+        let pid = self.0.id().expect("running");
+        omnibox_e2e::servers::signal(pid, sig).unwrap_or_else(|e| panic!("{e}"));
     }
 
     fn assert_running(&mut self) {
@@ -67,7 +62,7 @@ impl Relay {
 
     /// SIGTERM (graceful: a batch in flight finishes) and wait for the exit.
     async fn stop(mut self) {
-        self.signal("-TERM");
+        self.signal("TERM");
         let status = bounded("relay exit", LIMIT, self.0.wait()).await.unwrap();
         assert!(status.success(), "{status:?}");
     }
@@ -118,12 +113,12 @@ async fn a_relay_frozen_past_its_lease_does_not_publish_what_it_no_longer_owns()
     // Freeze A while it holds leases (between batches it holds none: try again).
     let mut held = 0;
     for _ in 0..200 {
-        a.signal("-STOP");
+        a.signal("STOP");
         held = leased_by(&pg, "relay-a").await;
         if held > 0 {
             break;
         }
-        a.signal("-CONT");
+        a.signal("CONT");
         tokio::time::sleep(Duration::from_millis(7)).await;
     }
     assert!(held > 0, "relay A never caught holding a lease");
@@ -132,7 +127,7 @@ async fn a_relay_frozen_past_its_lease_does_not_publish_what_it_no_longer_owns()
     // takes its events over.
     tokio::time::sleep(STALL).await;
     let taken_over = leased_by(&pg, "relay-a").await;
-    a.signal("-CONT");
+    a.signal("CONT");
     until("drained", LIMIT, async || {
         a.assert_running();
         b.assert_running();

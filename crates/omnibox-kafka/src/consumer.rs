@@ -187,7 +187,7 @@ impl Consumer for KafkaConsumer {
                 ));
             }
         }
-        let (message, tp, token) = loop {
+        let (message, tp, offset, token) = loop {
             let message = self
                 .consumer
                 .recv()
@@ -206,9 +206,8 @@ impl Consumer for KafkaConsumer {
             }
             let token = tracker.delivered(&tp, offset);
             drop(tracker);
-            break (message, tp, token);
+            break (message, tp, offset, token);
         };
-        let offset = message.offset();
         let headers = decode_headers(&message);
         let body = message.payload().unwrap_or_default();
         let origin = MessageOrigin {

@@ -22,12 +22,11 @@ const LEASE_EXPIRED: &str =
 /// `claim_on_a_never_analyzed_table_reads_far_fewer_rows_than_the_backlog`.
 const CLAIM_SETTINGS: &str = "set_config('plan_cache_mode', 'force_generic_plan', true)";
 
-/// [`CLAIM_SETTINGS`] with `synchronous_commit = off`, for
+/// Added to [`CLAIM_SETTINGS`] with
 /// [`PgStoreConfig::asynchronous_claims`](crate::PgStoreConfig::asynchronous_claims): the
 /// claim's commit returns before its WAL reaches the disk. The settle that follows commits
 /// durably, and its flush also covers the claim's commit.
-const ASYNC_CLAIM_SETTINGS: &str = "set_config('plan_cache_mode', 'force_generic_plan', true), \
-     set_config('synchronous_commit', 'off', true)";
+const ASYNC_COMMIT: &str = "set_config('synchronous_commit', 'off', true)";
 
 /// Every statement a store runs, by purpose.
 #[derive(Debug, Clone)]
@@ -115,9 +114,9 @@ impl Statements {
     ) -> Self {
         let q = &t.qualified;
         let claim_settings = if asynchronous_claims {
-            ASYNC_CLAIM_SETTINGS
+            format!("{CLAIM_SETTINGS}, {ASYNC_COMMIT}")
         } else {
-            CLAIM_SETTINGS
+            CLAIM_SETTINGS.to_owned()
         };
         // The event columns, in decode order (no `updated_at`, which no event carries).
         let t_cols = column_list(extra, "t");

@@ -1321,12 +1321,7 @@ async fn exclusive_claims_use_the_generic_plan_and_commit_asynchronously_only_wh
     // unless asynchronous claims were chosen. Each claim comes back full (1 of 2 events,
     // rolled back), so after the first 8 the store stops taking the claim gate, whose
     // statement carries the settings otherwise: both paths are checked.
-    for store in [&durable, &fast] {
-        let commit = if std::ptr::eq(store, &fast) {
-            "off"
-        } else {
-            "on"
-        };
+    for (store, commit) in [(&durable, "on"), (&fast, "off")] {
         for _ in 0..10 {
             assert_eq!(
                 claim_then_show(&db, store, true).await,
